@@ -1,0 +1,1 @@
+//! Pebble client (work in progress).

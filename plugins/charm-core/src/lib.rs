@@ -1,0 +1,16 @@
+//! The shared guest library of the PostgreSQL K8s charm plugins.
+//!
+//! - [`bindings`]: the generated bindings of `wit/charm.wit` (world `plugin`); plugins export
+//!   themselves with [`export_plugin!`].
+//! - Pure modules (no capability calls, unit-tested natively): config options, PostgreSQL
+//!   parameters, `patroni.yml`, the Pebble layer, synchronous settings, extensions.
+
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_plugin",
+        default_bindings_module: "charm_core::bindings",
+    });
+}
