@@ -1,0 +1,228 @@
+//! `charm-host`: the binary Juju runs for every hook. A thin layer over the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use charm_host::bindings::{Event, EventKind};
+use charm_host::dispatch::{Dispatcher, event_from_env};
+use charm_host::runtime::{Limits, Runtime, RuntimeConfig};
+use charm_host::world::World;
+
+#[derive(Parser)]
+#[command(name = "charm-host", version, about = "Runs the PostgreSQL K8s charm's hooks as sandboxed wasm plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (tracing EnvFilter syntax); also RUST_LOG.
+    #[arg(long, global = true, env = "CHARM_HOST_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Directory holding `<hook-or-action>.wasm` (default: $JUJU_CHARM_DIR/plugins, else target/plugins).
+    #[arg(long, env = "CHARM_HOST_PLUGINS")]
+    plugins: Option<PathBuf>,
+    /// Compiled-code cache (default: $JUJU_CHARM_DIR/.cache/charm-host, else ~/.cache/charm-host).
+    #[arg(long, env = "CHARM_HOST_CACHE")]
+    cache_dir: Option<PathBuf>,
+    /// Linear memory cap per plugin, MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_mib: usize,
+    /// Deadline on wasm execution per event, seconds (time in capability calls not counted).
+    #[arg(long, default_value_t = 30.0)]
+    wasm_deadline: f64,
+    /// Bound on the whole event, seconds.
+    #[arg(long, default_value_t = 900.0)]
+    event_timeout: f64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Dispatch one Juju event (Juju's contract: JUJU_DISPATCH_PATH and JUJU_* variables).
+    Dispatch {
+        #[command(flatten)]
+        common: Common,
+        /// The simulated world to run against (a state file, updated in place or at --out).
+        #[arg(long)]
+        world: Option<PathBuf>,
+        /// Where to write the world after the dispatch (default: the --world file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The unit to dispatch on (default: $JUJU_UNIT_NAME, else the world's leader).
+        #[arg(long)]
+        unit: Option<String>,
+        /// The hook or action name, instead of JUJU_DISPATCH_PATH (e.g. `leader-elected`, `actions/get-password`).
+        #[arg(long)]
+        event: Option<String>,
+        /// Print each run's capability calls.
+        #[arg(long)]
+        trace: bool,
+    },
+    /// Compile every plugin into the cache ahead of the first hook.
+    Precompile {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("charm-host: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("charm-host: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn charm_dir() -> Option<PathBuf> {
+    std::env::var_os("JUJU_CHARM_DIR").or_else(|| std::env::var_os("CHARM_DIR")).map(PathBuf::from)
+}
+
+impl Common {
+    fn plugins_dir(&self) -> PathBuf {
+        self.plugins.clone().unwrap_or_else(|| match charm_dir() {
+            Some(d) => d.join("plugins"),
+            None => PathBuf::from("target/plugins"),
+        })
+    }
+
+    fn runtime(&self) -> anyhow::Result<Runtime> {
+        let cache_dir = self.cache_dir.clone().or_else(|| match charm_dir() {
+            Some(d) => Some(d.join(".cache/charm-host")),
+            None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/charm-host")),
+        });
+        let limits = Limits {
+            memory_bytes: self.memory_mib << 20,
+            wasm_deadline: std::time::Duration::from_secs_f64(self.wasm_deadline),
+            event_timeout: std::time::Duration::from_secs_f64(self.event_timeout),
+            ..Limits::default()
+        };
+        Runtime::new(RuntimeConfig { limits, cache_dir })
+    }
+}
+
+/// `leader-elected`, `hooks/leader-elected` or `actions/get-password` -> an event, reading the
+/// event-specific JUJU_* variables as Juju would set them.
+fn event_from_arg(arg: &str) -> anyhow::Result<Event> {
+    let path = if arg.contains('/') { arg.to_string() } else { format!("hooks/{arg}") };
+    let event = event_from_env(|k| if k == "JUJU_DISPATCH_PATH" { Some(path.clone()) } else { std::env::var(k).ok() })?;
+    Ok(event)
+}
+
+fn read_world(path: &Path) -> anyhow::Result<World> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read world state {}: {e}", path.display()))?;
+    World::from_yaml(&text).map_err(|e| anyhow::anyhow!("world state {} is invalid: {e}", path.display()))
+}
+
+/// Write atomically: a killed process leaves the old state or the new one, never half of one.
+fn write_world(path: &Path, world: &World) -> anyhow::Result<()> {
+    let text = serde_yaml::to_string(&world.state())?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Precompile { common } => {
+            let runtime = common.runtime()?;
+            let dir = common.plugins_dir();
+            let mut n = 0;
+            for entry in std::fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("cannot read plugins directory {}: {e}", dir.display()))? {
+                let path = entry?.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+                    continue;
+                }
+                let name = path.file_stem().unwrap().to_string_lossy().to_string();
+                let outcome = runtime.precompile(&dir, &name).map_err(|f| anyhow::anyhow!("{name}: {f}"))?;
+                println!("{name}: {outcome:?}");
+                n += 1;
+            }
+            println!("precompiled {n} plugins");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dispatch { common, world, out, unit, event, trace } => {
+            let event = match &event {
+                Some(arg) => event_from_arg(arg)?,
+                None => event_from_env(|k| std::env::var(k).ok())?,
+            };
+            let Some(world_path) = world else {
+                anyhow::bail!(
+                    "no --world given: the production backends (Juju hook tools, Kubernetes, Pebble, Patroni, PostgreSQL) are not part of this build yet; dispatch against a simulated world with --world STATE.yaml"
+                );
+            };
+            let world = read_world(&world_path)?;
+            let unit = unit
+                .or_else(|| std::env::var("JUJU_UNIT_NAME").ok())
+                .or_else(|| world.state().leader)
+                .ok_or_else(|| anyhow::anyhow!("no unit: give --unit, set JUJU_UNIT_NAME, or name a leader in the world"))?;
+            if !world.state().units.contains_key(&unit) {
+                anyhow::bail!("unit {unit} is not in the world {} (units: {:?})", world_path.display(), world.state().units.keys().collect::<Vec<_>>());
+            }
+            if event.kind == EventKind::Action {
+                world.with_state(|s| {
+                    let name = event.action.as_ref().map(|a| a.name.clone()).unwrap_or_default();
+                    let a = s.action.get_or_insert_with(Default::default);
+                    a.name = name;
+                });
+            }
+            let runtime = common.runtime()?;
+            let mut dispatcher = Dispatcher::new(&runtime, common.plugins_dir());
+            dispatcher.trace = trace;
+            let (caps, _session) = world.capabilities(&unit);
+            let result = dispatcher.dispatch(&caps, event.clone()).await;
+            write_world(out.as_deref().unwrap_or(&world_path), &world)?;
+            let runs = match &result {
+                Ok(r) => &r.runs,
+                Err(e) => &e.runs,
+            };
+            for run in runs {
+                let outcome = match &run.report.result {
+                    Ok(o) => format!("{o:?}").to_lowercase(),
+                    Err(f) => format!("failed ({})", f.cause()),
+                };
+                println!("{unit}: {}{} -> {outcome}", run.event.name, if run.event.deferred { " (re-emitted)" } else { "" });
+                if trace {
+                    for t in &run.report.trace {
+                        println!("    {}.{}{} -> {}", t.family, t.call, t.args, t.result);
+                    }
+                }
+            }
+            let status = world.state().units[&unit].status.clone();
+            match result {
+                Ok(report) => {
+                    if report.no_plugin {
+                        println!("{unit}: {} -> no plugin (nothing to do)", event.name);
+                    }
+                    if report.duplicate_skipped {
+                        println!("{unit}: {} -> skipped (an identical event is still deferred)", event.name);
+                    }
+                    println!("{unit}: status {status}; {} deferred event(s) queued", report.queue.notices.len());
+                    if let Some(msg) = report.action_failed {
+                        println!("{unit}: action failed: {msg}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("charm-host: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The plugin runtime: one wasmtime engine, plugins loaded from disk at dispatch time, and one
+//! fresh, limited store per event.
+//!
+//! Data flow of one event: [`Runtime::load`] reads `<plugins>/<name>.wasm` (so replacing the
+//! file changes behaviour on the next dispatch), finds its compiled form in memory or in the
+//! on-disk [`cache::Cache`], and [`Runtime::run`] instantiates it in a new `Store` whose data
+//! ([`HostState`]) holds the capabilities, then calls `handle(event)` under the [`Limits`].
+
+pub mod cache;
+mod host_impl;
+pub mod limits;
+mod output;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{Event, Outcome, Plugin, PluginPre};
+use crate::capability::Capabilities;
+pub use cache::{Cache, CacheOutcome};
+pub use limits::{Limits, MemoryCap};
+use output::GuestOutput;
+
+/// How often the epoch ticks; the wasm deadline is checked at this granularity.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// One capability call, as recorded in a trace.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TraceEntry {
+    /// `juju`, `kubernetes`, `pebble`, `patroni`, `postgresql`, `clock`, `random`.
+    pub family: String,
+    /// The WIT function, e.g. `patch-pod-labels`.
+    pub call: String,
+    /// The arguments, abbreviated.
+    pub args: String,
+    /// `ok`, or the error kind and message.
+    pub result: String,
+}
+
+/// Why a plugin did not produce an outcome.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Failure {
+    #[error("plugin file {path} is missing")]
+    Missing { path: PathBuf },
+    #[error("plugin file {path} is not a valid component: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("panicked: {message}")]
+    Panic { message: String },
+    #[error("out of memory: {detail}")]
+    OutOfMemory { detail: String },
+    #[error("deadline exceeded: ran wasm for more than {limit:?}")]
+    Deadline { limit: Duration },
+    #[error("event timed out after {limit:?} (capability waits included)")]
+    EventTimeout { limit: Duration },
+    #[error("trapped: {message}")]
+    Trap { message: String },
+    #[error("returned an error: {message}")]
+    Plugin { message: String },
+}
+
+impl Failure {
+    /// A short word for the cause, for tables and JSON.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Failure::Missing { .. } => "missing",
+            Failure::Invalid { .. } => "invalid",
+            Failure::Panic { .. } => "panic",
+            Failure::OutOfMemory { .. } => "out-of-memory",
+            Failure::Deadline { .. } => "deadline",
+            Failure::EventTimeout { .. } => "event-timeout",
+            Failure::Trap { .. } => "trap",
+            Failure::Plugin { .. } => "error",
+        }
+    }
+}
+
+/// The result of running one event through one plugin.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub plugin: String,
+    pub result: Result<Outcome, Failure>,
+    /// Capability calls in order (empty unless tracing was requested).
+    pub trace: Vec<TraceEntry>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Time spent running wasm, and inside capability calls.
+    pub wasm_time: Duration,
+    pub host_time: Duration,
+}
+
+/// Per-store data: the capabilities and the bookkeeping of the limits.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    caps: Capabilities,
+    limits: Arc<Limits>,
+    plugin: Arc<str>,
+    started: Instant,
+    host_time: Duration,
+    deadline_hit: bool,
+    trace: Option<Vec<TraceEntry>>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A loaded, linked plugin, ready to instantiate.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    pub name: String,
+    pub digest: [u8; 32],
+    pub cache: CacheOutcome,
+    pre: PluginPre<HostState>,
+}
+
+pub struct RuntimeConfig {
+    pub limits: Limits,
+    /// Where compiled code is cached; `None` compiles in memory on every process start.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { limits: Limits::default(), cache_dir: None }
+    }
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<Cache>,
+    limits: Arc<Limits>,
+    /// Compiled components by content hash: a hot-swapped file hashes differently.
+    memo: Mutex<HashMap<[u8; 32], PluginPre<HostState>>>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let mut c = Config::new();
+        c.epoch_interruption(true);
+        // Fixed so that cache entries stay valid across runs of one host build.
+        c.max_wasm_stack(1 << 20);
+        let engine = Engine::new(&c)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        }
+        let cache = config.cache_dir.map(|d| Cache::new(d, &engine));
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            limits: Arc::new(config.limits),
+            memo: Mutex::new(HashMap::new()),
+            ticker_stop,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The plugin file for a hook or action name.
+    pub fn plugin_path(plugins_dir: &Path, name: &str) -> PathBuf {
+        plugins_dir.join(format!("{name}.wasm"))
+    }
+
+    /// Read and prepare `<plugins_dir>/<name>.wasm`. The file is read on every call, so a
+    /// replaced file takes effect at once; unchanged content reuses the compiled code.
+    pub fn load(&self, plugins_dir: &Path, name: &str) -> Result<LoadedPlugin, Failure> {
+        let path = Self::plugin_path(plugins_dir, name);
+        let wasm = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Failure::Missing { path }),
+            Err(e) => return Err(Failure::Invalid { path, reason: format!("cannot read: {e}") }),
+        };
+        self.load_bytes(name, &path, &wasm)
+    }
+
+    /// Prepare a component from bytes; `path` only names it in errors.
+    pub fn load_bytes(&self, name: &str, path: &Path, wasm: &[u8]) -> Result<LoadedPlugin, Failure> {
+        let digest: [u8; 32] = Sha256::digest(wasm).into();
+        if let Some(pre) = self.memo.lock().unwrap().get(&digest) {
+            return Ok(LoadedPlugin { name: name.into(), digest, cache: CacheOutcome::Hit, pre: pre.clone() });
+        }
+        let invalid = |reason: String| Failure::Invalid { path: path.to_path_buf(), reason };
+        if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+            return Err(invalid("not a WebAssembly binary (bad magic)".into()));
+        }
+        let (component, outcome) = match &self.cache {
+            Some(cache) => cache.load(&self.engine, wasm, &digest).map_err(|e| invalid(format!("{e:#}")))?,
+            None => (
+                Component::new(&self.engine, wasm).map_err(|e| invalid(format!("{e:#}")))?,
+                CacheOutcome::CompiledUncached,
+            ),
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(PluginPre::new)
+            .map_err(|e| invalid(format!("does not fit the charm:host contract: {e:#}")))?;
+        self.memo.lock().unwrap().insert(digest, pre.clone());
+        Ok(LoadedPlugin { name: name.into(), digest, cache: outcome, pre })
+    }
+
+    /// Compile a plugin into the on-disk cache (for `charm-host precompile`).
+    pub fn precompile(&self, plugins_dir: &Path, name: &str) -> Result<CacheOutcome, Failure> {
+        Ok(self.load(plugins_dir, name)?.cache)
+    }
+
+    /// Run one event in a fresh store.
+    pub async fn run(&self, plugin: &LoadedPlugin, event: Event, caps: Capabilities, trace: bool) -> RunReport {
+        let stdout = GuestOutput::new(self.limits.max_output_bytes);
+        let stderr = GuestOutput::new(self.limits.max_output_bytes);
+        let wasi = {
+            let mut b = WasiCtx::builder();
+            // Nothing ambient: no preopens, env, args or network. Time and randomness come from
+            // the capabilities so that a simulated world is deterministic.
+            b.allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .stdout(stdout.clone())
+                .stderr(stderr.clone())
+                .wall_clock(host_impl::WallClock(caps.clock.clone()))
+                .monotonic_clock(host_impl::MonotonicClock(caps.clock.clone()))
+                .secure_random(host_impl::HostRng(caps.random.clone()))
+                .insecure_random(host_impl::HostRng(caps.random.clone()));
+            b.build()
+        };
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryCap { limit: self.limits.memory_bytes, refused: None },
+            caps,
+            limits: self.limits.clone(),
+            plugin: plugin.name.as_str().into(),
+            started: Instant::now(),
+            host_time: Duration::ZERO,
+            deadline_hit: false,
+            trace: trace.then(Vec::new),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let st = ctx.data_mut();
+            let wasm_time = st.started.elapsed().saturating_sub(st.host_time);
+            if wasm_time >= st.limits.wasm_deadline {
+                st.deadline_hit = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Yield so the whole-event timeout can fire even while the guest spins.
+            Ok(UpdateDeadline::Yield(1))
+        });
+
+        let event_name = event.name.clone();
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance.call_handle(&mut store, &event).await
+        };
+        let outcome = tokio::time::timeout(self.limits.event_timeout, call).await;
+        let st = store.data();
+        let wasm_time = st.started.elapsed().saturating_sub(st.host_time);
+        let result = match outcome {
+            Err(_) => Err(Failure::EventTimeout { limit: self.limits.event_timeout }),
+            Ok(Ok(Ok(outcome))) => Ok(outcome),
+            Ok(Ok(Err(message))) => Err(Failure::Plugin { message }),
+            Ok(Err(e)) => Err(classify(&e, st, &stderr.text())),
+        };
+        let report = RunReport {
+            plugin: plugin.name.clone(),
+            result,
+            trace: store.data_mut().trace.take().unwrap_or_default(),
+            stdout: stdout.text(),
+            stderr: stderr.text(),
+            wasm_time,
+            host_time: store.data().host_time,
+        };
+        for line in report.stdout.lines() {
+            tracing::info!(plugin = %report.plugin, event = %event_name, "guest stdout: {line}");
+        }
+        for line in report.stderr.lines() {
+            tracing::info!(plugin = %report.plugin, event = %event_name, "guest stderr: {line}");
+        }
+        report
+    }
+}
+
+/// Name the cause of a wasm-level failure. Order matters: the limiter's and the deadline's
+/// own records are more precise than the trap code they cause.
+fn classify(e: &wasmtime::Error, st: &HostState, stderr: &str) -> Failure {
+    if let Some(desired) = st.memory.refused {
+        return Failure::OutOfMemory {
+            detail: format!(
+                "linear memory growth to {} MiB refused (limit {} MiB)",
+                desired >> 20,
+                st.memory.limit >> 20
+            ),
+        };
+    }
+    if st.deadline_hit {
+        return Failure::Deadline { limit: st.limits.wasm_deadline };
+    }
+    let trap = e.downcast_ref::<Trap>().copied();
+    if trap == Some(Trap::UnreachableCodeReached) {
+        // Rust guests abort through `unreachable` after printing the panic message.
+        if let Some(msg) = panic_message(stderr) {
+            return Failure::Panic { message: msg };
+        }
+        if stderr.contains("memory allocation of") {
+            return Failure::OutOfMemory { detail: stderr.trim().to_string() };
+        }
+    }
+    match trap {
+        Some(Trap::StackOverflow) => Failure::Trap { message: "stack overflow (call stack exhausted)".into() },
+        Some(t) => Failure::Trap { message: t.to_string() },
+        None => Failure::Trap { message: format!("{:#}", e).lines().next().unwrap_or_default().to_string() },
+    }
+}
+
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.find("panicked at")?;
+    let rest = &stderr[start..];
+    // "panicked at src/lib.rs:1:2:\n<message>"
+    let mut lines = rest.lines();
+    let location = lines.next()?.trim_end_matches(':').to_string();
+    let message = lines.next().unwrap_or("").trim().to_string();
+    Some(format!("{message} ({location})"))
+}
