@@ -14,3 +14,15 @@ pub mod bindings {
         default_bindings_module: "charm_core::bindings",
     });
 }
+
+pub mod config;
+pub mod endpoints;
+pub mod extensions;
+pub mod json;
+pub mod layer;
+pub mod names;
+pub mod params;
+pub mod patroni_yml;
+pub mod pyfmt;
+pub mod resources;
+pub mod sync;

@@ -5,10 +5,16 @@ use charm_core::bindings::{Guest, export_plugin};
 
 struct Hostile;
 
+/// Recursion that lives on the wasm call stack (no address-taken locals).
 fn recurse(n: u64) -> u64 {
+    if n == 0 { 0 } else { 1 + recurse(std::hint::black_box(n - 1)) }
+}
+
+/// Recursion whose frames live on the guest's shadow stack in linear memory.
+fn recurse_shadow(n: u64) -> u64 {
     let buf = [n as u8; 256];
     std::hint::black_box(&buf);
-    if n == 0 { 0 } else { 1 + recurse(std::hint::black_box(n - 1)) + buf[3] as u64 }
+    if n == 0 { 0 } else { 1 + recurse_shadow(std::hint::black_box(n - 1)) + buf[3] as u64 }
 }
 
 impl Guest for Hostile {
@@ -29,6 +35,10 @@ impl Guest for Hostile {
             }
             "deep-recursion" => Ok(Outcome::Done).map(|o| {
                 std::hint::black_box(recurse(u64::MAX));
+                o
+            }),
+            "deep-recursion-shadow-stack" => Ok(Outcome::Done).map(|o| {
+                std::hint::black_box(recurse_shadow(u64::MAX));
                 o
             }),
             "panic" => panic!("hostile plugin panicked on purpose"),

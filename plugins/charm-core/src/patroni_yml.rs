@@ -1,0 +1,500 @@
+//! Rendering of `/var/lib/postgresql/data/patroni.yml` (spec 10.2; upstream
+//! `templates/patroni.yml.j2` rendered by `Patroni.render_patroni_yml_file`).
+//!
+//! The output follows the template's structure, key order and literal texts. Values are
+//! rendered the way Jinja renders Python values (`str()`: `True`, `None`, `2.0`), unquoted as
+//! in the template, so Patroni (PyYAML, YAML 1.1) reads the same types as from the Python
+//! charm (`on` is a boolean there and Patroni turns it back into `on`). One deliberate
+//! difference: a value that would break the YAML structure as a plain scalar (`a: b`, `#x`,
+//! a leading `*`, …; only possible through user input such as `set-password`) is
+//! single-quoted instead of corrupting the file. Whitespace-only lines that the template's
+//! Jinja whitespace control leaves behind are not reproduced.
+
+use crate::config::Value;
+use crate::names;
+use crate::params::Parameters;
+
+/// The `bootstrap.dcs` `shared_preload_libraries` and `postgresql.parameters` value.
+pub const SHARED_PRELOAD_LIBRARIES: &str = "timescaledb,pgaudit,pg_stat_statements";
+
+/// PD.app restore keys (spec 3.3.4 step 3), raw.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RestoreKeys {
+    /// `restoring-backup`: the backup id being restored.
+    pub backup_id: Option<String>,
+    /// `restore-to-time`: a PITR target or `latest`.
+    pub restore_to_time: Option<String>,
+    /// `restore-timeline` (hex digits, rendered as `0x<tl>`).
+    pub restore_timeline: Option<String>,
+    /// `restore-stanza`.
+    pub restore_stanza: Option<String>,
+}
+
+/// Everything the template reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatroniYmlInput {
+    pub namespace: String,
+    /// This member's `<host>` (`<app>-<n>.<app>-endpoints`).
+    pub host: String,
+    /// `PD.app["endpoints"]` as snapshotted for this dispatch.
+    pub endpoints: Vec<String>,
+    pub superuser_password: Option<String>,
+    pub replication_password: Option<String>,
+    pub rewind_password: Option<String>,
+    pub patroni_password: Option<String>,
+    pub enable_tls: bool,
+    /// `PD.unit["connectivity"] != "off"`.
+    pub connectivity: bool,
+    /// LDAP related and cluster initialised.
+    pub enable_ldap: bool,
+    /// The pg_hba LDAP options, e.g. from [`ldap_hba_options`].
+    pub ldap_parameters: String,
+    pub is_creating_backup: bool,
+    pub is_no_sync_member: bool,
+    /// `PD.app["stanza"]`, else `PD.unit["stanza"]`.
+    pub stanza: Option<String>,
+    pub disable_pgbackrest_archiving: bool,
+    pub restore: RestoreKeys,
+    /// The computed parameters (module `params`), rendered in order.
+    pub parameters: Parameters,
+    /// pg_hba user → databases (comma-separated), in order (spec 3.3.5).
+    pub user_databases: Vec<(String, String)>,
+    /// PostgreSQL major version, e.g. `14` (see [`major_version`]).
+    pub pg_major_version: String,
+    pub synchronous_node_count: i64,
+    /// `durability_maximum_lag_on_failover`.
+    pub maximum_lag_on_failover: Option<i64>,
+    /// Async replication: the primary cluster's endpoint when this is a standby cluster.
+    pub primary_cluster_endpoint: Option<String>,
+    /// Async replication: extra IPs allowed to replicate (`<ip>/32`).
+    pub extra_replication_endpoints: Vec<String>,
+}
+
+/// `version.split(".")[0]` of the workload's snap `version` (`14.23` → `14`).
+pub fn major_version(version: &str) -> &str {
+    version.split('.').next().unwrap_or(version)
+}
+
+/// A value of the LDAP options dict (`Patroni._dict_to_hba_string`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LdapValue {
+    Str(String),
+    Bool(bool),
+    Int(i64),
+}
+
+/// `_dict_to_hba_string`: `key=value` pairs joined by spaces; booleans become 0/1 and
+/// strings are double-quoted. `[("ldapurl", "ldap://x"), ("ldaptls", false)]` →
+/// `ldapurl="ldap://x" ldaptls=0`.
+pub fn ldap_hba_options(options: &[(String, LdapValue)]) -> String {
+    options
+        .iter()
+        .map(|(k, v)| match v {
+            LdapValue::Str(s) => format!("{k}=\"{s}\""),
+            LdapValue::Bool(b) => format!("{k}={}", *b as i32),
+            LdapValue::Int(i) => format!("{k}={i}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether `s` can be written as a YAML plain scalar without changing the document's
+/// structure (conservative: may refuse some valid plain scalars).
+fn plain_safe(s: &str) -> bool {
+    let Some(first) = s.chars().next() else {
+        return false;
+    };
+    if s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return false;
+    }
+    if "[]{}#&*!|>'\"%@`,".contains(first) {
+        return false;
+    }
+    if "-?:".contains(first) && s.chars().nth(1).is_none_or(char::is_whitespace) {
+        return false;
+    }
+    !(s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.chars().any(char::is_control))
+}
+
+/// Render a string as the template would (raw), single-quoting only when raw would break
+/// the YAML structure.
+fn scalar(s: &str) -> String {
+    if plain_safe(s) {
+        s.to_owned()
+    } else {
+        single_quoted(s)
+    }
+}
+
+fn single_quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Jinja's rendering of an optional Python value: `None` when absent.
+fn opt_scalar(s: &Option<String>) -> String {
+    match s {
+        Some(s) => scalar(s),
+        None => "None".to_owned(),
+    }
+}
+
+/// Jinja truthiness of an optional string: present and non-empty.
+fn truthy(v: Option<&str>) -> Option<&str> {
+    v.filter(|s| !s.is_empty())
+}
+
+fn render_value(value: &Value) -> String {
+    scalar(&value.python_str())
+}
+
+struct Out(String);
+
+impl Out {
+    fn line(&mut self, indent: usize, text: impl AsRef<str>) {
+        for _ in 0..indent {
+            self.0.push(' ');
+        }
+        self.0.push_str(text.as_ref());
+        self.0.push('\n');
+    }
+}
+
+/// Render `patroni.yml`.
+pub fn render(input: &PatroniYmlInput) -> String {
+    let storage = names::STORAGE_PATH;
+    let host_kw = if input.enable_tls { "hostssl" } else { "host" };
+    let bin_dir = format!("/usr/lib/postgresql/{}/bin", input.pg_major_version);
+    let archive_command = match (&input.stanza, input.disable_pgbackrest_archiving) {
+        (Some(stanza), false) => {
+            single_quoted(&format!("pgbackrest --stanza={stanza} archive-push %p"))
+        }
+        _ => "/bin/true".to_owned(),
+    };
+    let r = &input.restore;
+    // Template variables: `restoring_backup` tests presence (`is not None`), the others
+    // Jinja truthiness (non-empty).
+    let restoring_backup = r.backup_id.is_some() || r.restore_to_time.is_some();
+    let restore_to_latest = r.restore_to_time.as_deref() == Some("latest");
+    let pitr_target = if restore_to_latest {
+        None
+    } else {
+        r.restore_to_time.as_deref()
+    };
+
+    let mut out = Out(String::new());
+    out.line(0, "bootstrap:");
+    out.line(2, "dcs:");
+    out.line(4, "failsafe_mode: true");
+    out.line(
+        4,
+        format!(
+            "maximum_lag_on_failover: {}",
+            input
+                .maximum_lag_on_failover
+                .map_or("None".to_owned(), |m| m.to_string())
+        ),
+    );
+    out.line(4, "synchronous_mode: true");
+    out.line(4, "synchronous_mode_strict: false");
+    out.line(
+        4,
+        format!("synchronous_node_count: {}", input.synchronous_node_count),
+    );
+    out.line(4, "max_timelines_history: 50");
+    out.line(4, "postgresql:");
+    out.line(6, "use_pg_rewind: true");
+    out.line(6, "remove_data_directory_on_rewind_failure: false");
+    out.line(6, "remove_data_directory_on_diverged_timelines: false");
+    out.line(6, format!("bin_dir: {bin_dir}"));
+    out.line(6, "parameters:");
+    for line in [
+        "synchronous_standby_names: \"*\"".to_owned(),
+        format!("archive_command: {archive_command}"),
+        "archive_mode: on".to_owned(),
+        "autovacuum: true".to_owned(),
+        "debug_print_plan: 'off'".to_owned(),
+        "debug_print_parse: 'off'".to_owned(),
+        "debug_print_rewritten: 'off'".to_owned(),
+        "fsync: true".to_owned(),
+        "full_page_writes: true".to_owned(),
+        "lc_messages: 'en_US.UTF8'".to_owned(),
+        "log_autovacuum_min_duration: 60000".to_owned(),
+        "log_checkpoints: 'on'".to_owned(),
+        "log_destination: 'stderr'".to_owned(),
+        "log_directory: '/var/log/postgresql'".to_owned(),
+        "log_error_verbosity: 'verbose'".to_owned(),
+        "log_file_mode: '0600'".to_owned(),
+        "log_filename: 'postgresql-%w_%H%M.log'".to_owned(),
+        "log_hostname: 'off'".to_owned(),
+        "log_line_prefix: '%t [%p]: user=%u,db=%d,app=%a,client=%h,line=%l '".to_owned(),
+        "log_min_duration_sample: -1".to_owned(),
+        "log_min_error_statement: 'warning'".to_owned(),
+        "log_recovery_conflict_waits: 'on'".to_owned(),
+        "log_replication_commands: 'on'".to_owned(),
+        "log_rotation_age: 1".to_owned(),
+        "log_rotation_size: 0".to_owned(),
+        "log_statement: ddl".to_owned(),
+        "log_statement_sample_rate: 1".to_owned(),
+        "log_statement_stats: 'off'".to_owned(),
+        "log_temp_files: 1".to_owned(),
+        "log_timezone: 'UTC'".to_owned(),
+        "log_truncate_on_rotation: 'on'".to_owned(),
+        "logging_collector: 'on'".to_owned(),
+        "wal_level: logical".to_owned(),
+        format!("shared_preload_libraries: '{SHARED_PRELOAD_LIBRARIES}'"),
+    ] {
+        out.line(8, line);
+    }
+    if restoring_backup {
+        out.line(2, "method: pgbackrest");
+        out.line(2, "pgbackrest:");
+        out.line(4, "command: >");
+        // The folded lines exactly as the template's whitespace control produces them,
+        // including the double space after a timeline before `--type=default`.
+        let mut first = format!(
+            "pgbackrest --stanza={} --pg1-path={}",
+            r.restore_stanza.as_deref().unwrap_or("None"),
+            names::PGDATA_PATH
+        );
+        if let Some(id) = truthy(r.backup_id.as_deref()) {
+            first.push_str(&format!(" --set={id}"));
+        }
+        if let Some(tl) = truthy(r.restore_timeline.as_deref()) {
+            first.push_str(&format!(" --target-timeline=\"0x{tl}\" "));
+        }
+        if restore_to_latest {
+            first.push_str(" --type=default");
+            out.line(6, first);
+        } else {
+            out.line(6, first);
+            let target = match truthy(pitr_target) {
+                Some(t) => format!(" --target=\"{t}\" --type=time"),
+                None => " --type=immediate".to_owned(),
+            };
+            out.line(6, format!("--target-action=promote{target}"));
+        }
+        out.line(6, "restore");
+        out.line(4, "no_params: True");
+        out.line(4, "keep_existing_recovery_conf: True");
+    } else if let Some(primary) = truthy(input.primary_cluster_endpoint.as_deref()) {
+        // Indented under bootstrap.dcs, as in the template.
+        out.line(4, "standby_cluster:");
+        out.line(6, format!("host: {}", scalar(primary)));
+        out.line(6, format!("port: {}", names::DATABASE_PORT));
+        out.line(6, "create_replica_methods: [\"basebackup\"]");
+    } else {
+        out.line(2, "initdb:");
+        out.line(2, "- auth-host: md5");
+        out.line(2, "- auth-local: trust");
+        out.line(2, "- encoding: UTF8");
+        out.line(2, "- data-checksums");
+    }
+    out.line(2, "pg_hba:");
+    out.line(2, format!("- {host_kw} all all 0.0.0.0/0 md5"));
+    out.line(
+        2,
+        format!("- {host_kw} replication replication 127.0.0.1/32 md5"),
+    );
+    for ip in &input.extra_replication_endpoints {
+        out.line(
+            2,
+            format!("- {host_kw} replication replication {ip}/32 md5"),
+        );
+    }
+
+    out.line(0, "bypass_api_service: true");
+    out.line(0, "log:");
+    out.line(2, "dir: /var/log/postgresql");
+    out.line(2, "dateformat: \"%Y-%m-%d %H:%M:%S %Z\"");
+    out.line(
+        2,
+        "format: \"%(asctime)s [%(process)d]: %(levelname)s: %(message)s \"",
+    );
+    out.line(2, "file_num: 10080");
+    out.line(2, "file_size: 600");
+
+    out.line(0, "restapi:");
+    out.line(
+        2,
+        format!(
+            "connect_address: '{}:{}'",
+            input.host,
+            names::PATRONI_API_PORT
+        ),
+    );
+    out.line(2, format!("listen: 0.0.0.0:{}", names::PATRONI_API_PORT));
+    if let Some(password) = truthy(input.patroni_password.as_deref()) {
+        out.line(2, "authentication:");
+        out.line(4, format!("username: {}", names::PATRONI_USER));
+        out.line(4, format!("password: {}", scalar(password)));
+    }
+    if input.enable_tls {
+        out.line(2, format!("cafile: {storage}/ca.pem"));
+        out.line(2, format!("certfile: {storage}/cert.pem"));
+        out.line(2, format!("keyfile: {storage}/key.pem"));
+        out.line(0, "ctl:");
+        out.line(2, format!("cacert: {storage}/ca.pem"));
+        out.line(2, format!("certfile: {storage}/cert.pem"));
+        out.line(2, format!("keyfile: {storage}/key.pem"));
+    }
+    out.line(0, format!("pod_ip: '{}'", input.host));
+
+    out.line(0, "postgresql:");
+    out.line(
+        2,
+        format!("connect_address: '{}:{}'", input.host, names::DATABASE_PORT),
+    );
+    out.line(2, format!("data_dir: {}", names::PGDATA_PATH));
+    out.line(2, format!("bin_dir: {bin_dir}"));
+    out.line(2, format!("listen: 0.0.0.0:{}", names::DATABASE_PORT));
+    out.line(2, "parameters:");
+    out.line(
+        4,
+        format!("shared_preload_libraries: '{SHARED_PRELOAD_LIBRARIES}'"),
+    );
+    out.line(4, format!("archive_command: {archive_command}"));
+    if input.enable_tls {
+        out.line(4, "ssl: on");
+        out.line(4, format!("ssl_ca_file: {storage}/ca.pem"));
+        out.line(4, format!("ssl_cert_file: {storage}/cert.pem"));
+        out.line(4, format!("ssl_key_file: {storage}/key.pem"));
+    }
+    out.line(4, "pg_stat_statements.max: 10000");
+    for (name, value) in input.parameters.iter() {
+        out.line(4, format!("{}: {}", scalar(name), render_value(value)));
+    }
+    out.line(2, "pgpass: /tmp/pgpass");
+    out.line(2, "pg_hba:");
+    out.line(2, "- local all backup peer map=operator");
+    out.line(2, "- local all monitoring password");
+    let user_lines = |out: &mut Out| {
+        for (user, databases) in &input.user_databases {
+            out.line(2, format!("- {host_kw} {databases} {user} 0.0.0.0/0 md5"));
+        }
+    };
+    if !input.connectivity {
+        out.line(
+            2,
+            format!(
+                "- {host_kw} all all {}.{}.svc.cluster.local md5",
+                input.host, input.namespace
+            ),
+        );
+        out.line(2, format!("- {host_kw} all all 0.0.0.0/0 reject"));
+    } else if input.enable_ldap {
+        out.line(
+            2,
+            format!(
+                "- {host_kw} all +identity_access 0.0.0.0/0 ldap {}",
+                input.ldap_parameters
+            ),
+        );
+        out.line(2, format!("- {host_kw} all +internal_access 0.0.0.0/0 md5"));
+        user_lines(&mut out);
+    } else {
+        out.line(2, format!("- {host_kw} all +internal_access 0.0.0.0/0 md5"));
+        user_lines(&mut out);
+    }
+    out.line(
+        2,
+        format!("- {host_kw} replication replication 127.0.0.1/32 md5"),
+    );
+    out.line(
+        2,
+        format!("- {host_kw} replication replication 127.0.0.6/32 md5"),
+    );
+    for ip in &input.extra_replication_endpoints {
+        out.line(
+            2,
+            format!("- {host_kw} replication replication {ip}/32 md5"),
+        );
+    }
+    for endpoint in &input.endpoints {
+        out.line(
+            2,
+            format!(
+                "- {host_kw} replication replication {endpoint}.{}.svc.cluster.local md5",
+                input.namespace
+            ),
+        );
+    }
+    out.line(2, "pg_ident:");
+    out.line(2, "- operator postgres backup");
+    out.line(2, "authentication:");
+    out.line(4, "replication:");
+    out.line(
+        6,
+        format!("password: {}", opt_scalar(&input.replication_password)),
+    );
+    out.line(4, "rewind:");
+    out.line(6, format!("username: {}", names::REWIND_USER));
+    out.line(
+        6,
+        format!("password: {}", opt_scalar(&input.rewind_password)),
+    );
+    out.line(4, "superuser:");
+    out.line(
+        6,
+        format!("password: {}", opt_scalar(&input.superuser_password)),
+    );
+    out.line(0, "use_endpoints: true");
+    out.line(0, "use_unix_socket: true");
+    if input.is_no_sync_member || input.is_creating_backup {
+        out.line(0, "tags:");
+        out.line(
+            2,
+            format!(
+                "nosync: {}",
+                crate::pyfmt::bool_str(input.is_no_sync_member)
+            ),
+        );
+        out.line(
+            2,
+            format!(
+                "is_creating_backup: {}",
+                crate::pyfmt::bool_str(input.is_creating_backup)
+            ),
+        );
+    }
+    out.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_stay_raw_unless_structure_breaks() {
+        assert_eq!(scalar("ISO, MDY"), "ISO, MDY");
+        assert_eq!(scalar("read committed"), "read committed");
+        assert_eq!(scalar("pg_catalog.simple"), "pg_catalog.simple");
+        assert_eq!(scalar("-1"), "-1");
+        assert_eq!(scalar("on"), "on");
+        assert_eq!(scalar("a: b"), "'a: b'");
+        assert_eq!(scalar("#x"), "'#x'");
+        assert_eq!(scalar("x #y"), "'x #y'");
+        assert_eq!(scalar("*ref"), "'*ref'");
+        assert_eq!(scalar("it's"), "it's");
+        assert_eq!(scalar("'q"), "'''q'");
+        assert_eq!(scalar(""), "''");
+        assert_eq!(scalar("- x"), "'- x'");
+        assert_eq!(scalar("a\nb"), "'a\nb'");
+    }
+
+    #[test]
+    fn ldap_options_like_dict_to_hba_string() {
+        let opts = vec![
+            (
+                "ldapbasedn".to_owned(),
+                LdapValue::Str("dc=example,dc=net".into()),
+            ),
+            ("ldaptls".to_owned(), LdapValue::Bool(false)),
+            ("ldapport".to_owned(), LdapValue::Int(389)),
+        ];
+        assert_eq!(
+            ldap_hba_options(&opts),
+            "ldapbasedn=\"dc=example,dc=net\" ldaptls=0 ldapport=389"
+        );
+        assert_eq!(major_version("14.23"), "14");
+    }
+}

@@ -1,0 +1,35 @@
+//! Shared helpers of the top-level integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A component built by `cargo xtask build`; a clear failure when it is missing.
+pub fn component(dir: &str, name: &str) -> PathBuf {
+    let p = root().join("target").join(dir).join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run `cargo xtask build` (or `cargo xtask test`) first", p.display());
+    p
+}
+
+pub fn test_plugin(name: &str) -> PathBuf {
+    component("test-plugins", name)
+}
+
+/// A plugins directory holding copies of test plugins under chosen hook names.
+pub fn plugins_dir(entries: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (hook, plugin) in entries {
+        install(dir.path(), hook, plugin);
+    }
+    dir
+}
+
+/// Put test plugin `plugin` at `<dir>/<hook>.wasm` (atomically, as a deployment would).
+pub fn install(dir: &Path, hook: &str, plugin: &str) {
+    let tmp = dir.join(format!("{hook}.wasm.tmp"));
+    std::fs::copy(test_plugin(plugin), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{hook}.wasm"))).unwrap();
+}

@@ -1,0 +1,187 @@
+//! `cargo xtask <command>`: build, demo, test, setup.
+//!
+//! - `build [--release]`: the host at `target/{debug,release}/charm-host`, every hook and action
+//!   plugin at `target/plugins/<name>.wasm`, the test plugins at `target/test-plugins/`.
+//! - `demo`: build, then run the demo against the embedded simulated world.
+//! - `test`: install what the tests need, build, and run every test.
+//! - `setup`: only the installs (idempotent): the wasm target, real Pebble, and the packages
+//!   the real-server tests use.
+//!
+//! The guests are a separate cargo workspace (`plugins/`), built with `--target wasm32-wasip2`
+//! into the same target directory: building them never re-resolves the host's features.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const PEBBLE_MODULE: &str = "github.com/canonical/pebble";
+const PEBBLE_VERSION: &str = "v1.32.1";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let release = args.iter().any(|a| a == "--release");
+    match args.first().map(String::as_str) {
+        Some("build") => build(release),
+        Some("demo") => demo(),
+        Some("test") => test(&args[1..]),
+        Some("setup") => setup(),
+        _ => {
+            eprintln!("usage: cargo xtask build [--release] | demo | test [-- <cargo test args>] | setup");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !installed.lines().any(|l| l.trim() == "wasm32-wasip2") {
+        run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
+    }
+    Ok(())
+}
+
+fn build(release: bool) -> Result<()> {
+    ensure_wasm_target()?;
+    let root = root();
+    build_plugins(&root)?;
+    let mut host = cargo();
+    host.current_dir(&root).args(["build", "--package", "charm-host"]);
+    if release {
+        host.arg("--release");
+    }
+    run(&mut host)
+}
+
+/// Build every guest crate and copy the components to their stable names.
+fn build_plugins(root: &Path) -> Result<()> {
+    let target_dir = root.join("target");
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "--manifest-path", "plugins/Cargo.toml", "--target", "wasm32-wasip2", "--release", "--target-dir"])
+        .arg(&target_dir))?;
+    let meta: serde_json::Value = serde_json::from_str(&output(cargo().current_dir(root).args([
+        "metadata",
+        "--manifest-path",
+        "plugins/Cargo.toml",
+        "--format-version",
+        "1",
+        "--no-deps",
+    ]))?)?;
+    let built = target_dir.join("wasm32-wasip2/release");
+    let plugins = target_dir.join("plugins");
+    let test_plugins = target_dir.join("test-plugins");
+    std::fs::create_dir_all(&plugins)?;
+    std::fs::create_dir_all(&test_plugins)?;
+    let tests_dir = root.join("tests");
+    let mut n = 0;
+    for pkg in meta["packages"].as_array().into_iter().flatten() {
+        let is_component = pkg["targets"].as_array().into_iter().flatten().any(|t| {
+            t["crate_types"].as_array().into_iter().flatten().any(|c| c == "cdylib")
+        });
+        if !is_component {
+            continue;
+        }
+        let name = pkg["name"].as_str().unwrap_or_default();
+        let manifest = PathBuf::from(pkg["manifest_path"].as_str().unwrap_or_default());
+        let src = built.join(format!("{}.wasm", name.replace('-', "_")));
+        let dest_dir = if manifest.starts_with(&tests_dir) { &test_plugins } else { &plugins };
+        let dest = dest_dir.join(format!("{name}.wasm"));
+        // Copy via a temp file and rename: a dispatch reading the file never sees half of it.
+        let tmp = dest.with_extension("wasm.tmp");
+        std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
+        std::fs::rename(&tmp, &dest)?;
+        n += 1;
+    }
+    eprintln!("xtask: {n} components in {} and {}", plugins.display(), test_plugins.display());
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    build(false)?;
+    let root = root();
+    let demo_dir = root.join("target/demo");
+    std::fs::create_dir_all(&demo_dir)?;
+    let world = demo_dir.join("world.yaml");
+    std::fs::copy(root.join("tests/data/demo-world.yaml"), &world)?;
+    run(Command::new(root.join("target/debug/charm-host"))
+        .current_dir(&root)
+        .args(["dispatch", "--world"])
+        .arg(&world)
+        .args(["--event", "leader-elected", "--trace", "--plugins"])
+        .arg(root.join("target/plugins"))
+        .arg("--cache-dir")
+        .arg(root.join("target/plugin-cache")))
+}
+
+fn tools_dir() -> PathBuf {
+    root().join("target/tools")
+}
+
+/// Real Pebble from the Go module proxy, into target/tools/bin (nothing outside the clone).
+fn install_pebble() -> Result<PathBuf> {
+    let tools = tools_dir();
+    let bin = tools.join("bin/pebble");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    let gopath = tools.join("go");
+    let env = |c: &mut Command| {
+        c.env("GOPATH", &gopath).env("GOFLAGS", "-modcacherw").env("GOBIN", tools.join("bin"));
+    };
+    let mut dl = Command::new("go");
+    env(&mut dl);
+    // `go install module@version` asks the proxy for the version list, which is refused here;
+    // downloading the module and installing from its directory avoids that request.
+    run(dl.args(["mod", "download", &format!("{PEBBLE_MODULE}@{PEBBLE_VERSION}")]))?;
+    let src = gopath.join(format!("pkg/mod/{PEBBLE_MODULE}@{PEBBLE_VERSION}"));
+    let mut inst = Command::new("go");
+    env(&mut inst);
+    run(inst.current_dir(&src).args(["install", "./cmd/pebble"]))?;
+    Ok(bin)
+}
+
+fn setup() -> Result<()> {
+    ensure_wasm_target()?;
+    install_pebble()?;
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    setup()?;
+    build(false)?;
+    let root = root();
+    let pebble = tools_dir().join("bin/pebble");
+    let mut t = cargo();
+    t.current_dir(&root).args(["test", "--workspace"]).env("PEBBLE_BIN", &pebble);
+    let passthrough: Vec<&String> = extra.iter().skip_while(|a| *a != "--").collect();
+    t.args(passthrough);
+    run(&mut t)?;
+    // The guest library's pure logic, natively.
+    run(cargo().current_dir(&root).args(["test", "--manifest-path", "plugins/Cargo.toml", "--package", "charm-core", "--target-dir"]).arg(root.join("target")))
+}
