@@ -166,9 +166,51 @@ fn install_pebble() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Debian packages the real-server tests use (PostgreSQL 15 and psycopg2 for Patroni).
+const APT_PACKAGES: &[&str] = &["postgresql", "python3-psycopg2"];
+const PATRONI_SPEC: &str = "patroni[kubernetes]==4.1.5";
+
+fn install_apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Patroni 4.1.5 from PyPI in a venv that uses Debian's psycopg2 (target/tools/patroni-venv).
+fn install_patroni() -> Result<PathBuf> {
+    let venv = tools_dir().join("patroni-venv");
+    let bin = venv.join("bin/patroni");
+    let current = Command::new(&bin).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    if !current.trim_end().ends_with(" 4.1.5") {
+        run(Command::new("/usr/bin/python3").args(["-m", "venv", "--system-site-packages"]).arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--ignore-installed", PATRONI_SPEC]))?;
+    }
+    // Patroni runs as user postgres when the tests run as root.
+    run(Command::new("chmod").args(["-R", "a+rX"]).arg(&venv))?;
+    Ok(bin)
+}
+
 fn setup() -> Result<()> {
     ensure_wasm_target()?;
     install_pebble()?;
+    install_apt_packages()?;
+    install_patroni()?;
     Ok(())
 }
 
@@ -178,7 +220,10 @@ fn test(extra: &[String]) -> Result<()> {
     let root = root();
     let pebble = tools_dir().join("bin/pebble");
     let mut t = cargo();
-    t.current_dir(&root).args(["test", "--workspace"]).env("PEBBLE_BIN", &pebble);
+    t.current_dir(&root)
+        .args(["test", "--workspace"])
+        .env("PEBBLE_BIN", &pebble)
+        .env("PATRONI_BIN", tools_dir().join("patroni-venv/bin/patroni"));
     let passthrough: Vec<&String> = extra.iter().skip_while(|a| *a != "--").collect();
     t.args(passthrough);
     run(&mut t)?;
