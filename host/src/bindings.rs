@@ -17,7 +17,10 @@ pub use types::{Error, ErrorKind, EventKind, Kv, NamedValue, Value};
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)
@@ -44,7 +47,10 @@ impl Error {
 
 impl Kv {
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
-        Kv { key: key.into(), value: value.into() }
+        Kv {
+            key: key.into(),
+            value: value.into(),
+        }
     }
 }
 

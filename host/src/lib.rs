@@ -11,4 +11,6 @@ pub mod bindings;
 pub mod capability;
 pub mod dispatch;
 pub mod runtime;
+pub mod scenario;
+pub mod simulate;
 pub mod world;

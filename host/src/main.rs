@@ -11,7 +11,11 @@ use charm_host::runtime::{Limits, Runtime, RuntimeConfig};
 use charm_host::world::World;
 
 #[derive(Parser)]
-#[command(name = "charm-host", version, about = "Runs the PostgreSQL K8s charm's hooks as sandboxed wasm plugins")]
+#[command(
+    name = "charm-host",
+    version,
+    about = "Runs the PostgreSQL K8s charm's hooks as sandboxed wasm plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,6 +65,52 @@ enum Command {
         #[arg(long)]
         trace: bool,
     },
+    /// Run one event on one unit against a state file; print the trace, statuses and diff.
+    Scenario {
+        #[command(flatten)]
+        common: Common,
+        /// The input state (YAML, docs/STATE.md).
+        #[arg(long)]
+        state: PathBuf,
+        /// The hook name, or `actions/<name>`.
+        #[arg(long)]
+        event: String,
+        /// Where to write the output state.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The unit (default: the leader).
+        #[arg(long)]
+        unit: Option<String>,
+        /// Relation id of a relation event (default: the first relation of that endpoint).
+        #[arg(long)]
+        relation_id: Option<u32>,
+        #[arg(long)]
+        remote_unit: Option<String>,
+        #[arg(long)]
+        departing_unit: Option<String>,
+        #[arg(long)]
+        secret_label: Option<String>,
+        /// Print the result as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a whole deployment in the simulated world and print its timeline.
+    Simulate {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 3)]
+        units: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "deploy")]
+        story: charm_host::simulate::Story,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only the final table and verdict, not the timeline.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Compile every plugin into the cache ahead of the first hook.
     Precompile {
         #[command(flatten)]
@@ -70,9 +120,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("charm-host: cannot start the async runtime: {e}");
@@ -89,7 +148,9 @@ fn main() -> ExitCode {
 }
 
 fn charm_dir() -> Option<PathBuf> {
-    std::env::var_os("JUJU_CHARM_DIR").or_else(|| std::env::var_os("CHARM_DIR")).map(PathBuf::from)
+    std::env::var_os("JUJU_CHARM_DIR")
+        .or_else(|| std::env::var_os("CHARM_DIR"))
+        .map(PathBuf::from)
 }
 
 impl Common {
@@ -118,14 +179,26 @@ impl Common {
 /// `leader-elected`, `hooks/leader-elected` or `actions/get-password` -> an event, reading the
 /// event-specific JUJU_* variables as Juju would set them.
 fn event_from_arg(arg: &str) -> anyhow::Result<Event> {
-    let path = if arg.contains('/') { arg.to_string() } else { format!("hooks/{arg}") };
-    let event = event_from_env(|k| if k == "JUJU_DISPATCH_PATH" { Some(path.clone()) } else { std::env::var(k).ok() })?;
+    let path = if arg.contains('/') {
+        arg.to_string()
+    } else {
+        format!("hooks/{arg}")
+    };
+    let event = event_from_env(|k| {
+        if k == "JUJU_DISPATCH_PATH" {
+            Some(path.clone())
+        } else {
+            std::env::var(k).ok()
+        }
+    })?;
     Ok(event)
 }
 
 fn read_world(path: &Path) -> anyhow::Result<World> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read world state {}: {e}", path.display()))?;
-    World::from_yaml(&text).map_err(|e| anyhow::anyhow!("world state {} is invalid: {e}", path.display()))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read world state {}: {e}", path.display()))?;
+    World::from_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("world state {} is invalid: {e}", path.display()))
 }
 
 /// Write atomically: a killed process leaves the old state or the new one, never half of one.
@@ -139,24 +212,156 @@ fn write_world(path: &Path, world: &World) -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Simulate {
+            common,
+            units,
+            seed,
+            story,
+            json,
+            quiet,
+        } => {
+            let runtime = common.runtime()?;
+            let cfg = charm_host::simulate::SimConfig {
+                units,
+                seed,
+                story,
+                ..Default::default()
+            };
+            let report = charm_host::simulate::Simulator::new(&runtime, common.plugins_dir(), cfg)
+                .run()
+                .await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if quiet {
+                let text = report.render();
+                let table = text
+                    .split("\n\nunit")
+                    .nth(1)
+                    .map(|t| format!("unit{t}"))
+                    .unwrap_or(text);
+                print!("{table}");
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.converged {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Scenario {
+            common,
+            state,
+            event,
+            out,
+            unit,
+            relation_id,
+            remote_unit,
+            departing_unit,
+            secret_label,
+            json,
+        } => {
+            let text = std::fs::read_to_string(&state)
+                .map_err(|e| anyhow::anyhow!("cannot read state {}: {e}", state.display()))?;
+            let input: charm_host::world::WorldState = serde_yaml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("state {} is invalid: {e}", state.display()))?;
+            let unit_name = unit
+                .clone()
+                .or_else(|| input.leader.clone())
+                .or_else(|| input.units.keys().next().cloned())
+                .unwrap_or_default();
+            let args = charm_host::scenario::EventArgs {
+                relation_id,
+                remote_unit,
+                departing_unit,
+                secret_label,
+                secret_id: None,
+            };
+            let ev = charm_host::scenario::event_for(&input, &unit_name, &event, &args)?;
+            let runtime = common.runtime()?;
+            let result = charm_host::scenario::run(
+                &runtime,
+                &common.plugins_dir(),
+                input,
+                unit.as_deref(),
+                ev,
+                true,
+            )
+            .await?;
+            if let Some(out) = &out {
+                std::fs::write(out, serde_yaml::to_string(&result.output)?)?;
+            }
+            if json {
+                let v = serde_json::json!({
+                    "unit": result.unit,
+                    "event": result.event.name,
+                    "outcome": result.outcome(),
+                    "status": result.status().to_string(),
+                    "statuses": result.statuses.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                    "trace": result.trace(),
+                    "logs": result.logs,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{} on {}: {}",
+                    result.event.name,
+                    result.unit,
+                    result.outcome()
+                );
+                println!("trace:");
+                for t in result.trace() {
+                    println!("  {}.{}{} -> {}", t.family, t.call, t.args, t.result);
+                }
+                println!(
+                    "statuses: {}",
+                    result
+                        .statuses
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" -> ")
+                );
+                for l in &result.logs {
+                    println!("log {}: {}", l.level, l.message);
+                }
+                println!("state diff:\n{}", result.diff());
+            }
+            Ok(if result.result.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Precompile { common } => {
             let runtime = common.runtime()?;
             let dir = common.plugins_dir();
             let mut n = 0;
-            for entry in std::fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("cannot read plugins directory {}: {e}", dir.display()))? {
+            for entry in std::fs::read_dir(&dir).map_err(|e| {
+                anyhow::anyhow!("cannot read plugins directory {}: {e}", dir.display())
+            })? {
                 let path = entry?.path();
                 if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
                     continue;
                 }
                 let name = path.file_stem().unwrap().to_string_lossy().to_string();
-                let outcome = runtime.precompile(&dir, &name).map_err(|f| anyhow::anyhow!("{name}: {f}"))?;
+                let outcome = runtime
+                    .precompile(&dir, &name)
+                    .map_err(|f| anyhow::anyhow!("{name}: {f}"))?;
                 println!("{name}: {outcome:?}");
                 n += 1;
             }
             println!("precompiled {n} plugins");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dispatch { common, world, out, unit, event, trace } => {
+        Command::Dispatch {
+            common,
+            world,
+            out,
+            unit,
+            event,
+            trace,
+        } => {
             let event = match &event {
                 Some(arg) => event_from_arg(arg)?,
                 None => event_from_env(|k| std::env::var(k).ok())?,
@@ -170,13 +375,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let unit = unit
                 .or_else(|| std::env::var("JUJU_UNIT_NAME").ok())
                 .or_else(|| world.state().leader)
-                .ok_or_else(|| anyhow::anyhow!("no unit: give --unit, set JUJU_UNIT_NAME, or name a leader in the world"))?;
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no unit: give --unit, set JUJU_UNIT_NAME, or name a leader in the world"
+                    )
+                })?;
             if !world.state().units.contains_key(&unit) {
-                anyhow::bail!("unit {unit} is not in the world {} (units: {:?})", world_path.display(), world.state().units.keys().collect::<Vec<_>>());
+                anyhow::bail!(
+                    "unit {unit} is not in the world {} (units: {:?})",
+                    world_path.display(),
+                    world.state().units.keys().collect::<Vec<_>>()
+                );
             }
             if event.kind == EventKind::Action {
                 world.with_state(|s| {
-                    let name = event.action.as_ref().map(|a| a.name.clone()).unwrap_or_default();
+                    let name = event
+                        .action
+                        .as_ref()
+                        .map(|a| a.name.clone())
+                        .unwrap_or_default();
                     let a = s.action.get_or_insert_with(Default::default);
                     a.name = name;
                 });
@@ -196,7 +413,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(o) => format!("{o:?}").to_lowercase(),
                     Err(f) => format!("failed ({})", f.cause()),
                 };
-                println!("{unit}: {}{} -> {outcome}", run.event.name, if run.event.deferred { " (re-emitted)" } else { "" });
+                println!(
+                    "{unit}: {}{} -> {outcome}",
+                    run.event.name,
+                    if run.event.deferred {
+                        " (re-emitted)"
+                    } else {
+                        ""
+                    }
+                );
                 if trace {
                     for t in &run.report.trace {
                         println!("    {}.{}{} -> {}", t.family, t.call, t.args, t.result);
@@ -210,9 +435,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         println!("{unit}: {} -> no plugin (nothing to do)", event.name);
                     }
                     if report.duplicate_skipped {
-                        println!("{unit}: {} -> skipped (an identical event is still deferred)", event.name);
+                        println!(
+                            "{unit}: {} -> skipped (an identical event is still deferred)",
+                            event.name
+                        );
                     }
-                    println!("{unit}: status {status}; {} deferred event(s) queued", report.queue.notices.len());
+                    println!(
+                        "{unit}: status {status}; {} deferred event(s) queued",
+                        report.queue.notices.len()
+                    );
                     if let Some(msg) = report.action_failed {
                         println!("{unit}: action failed: {msg}");
                     }

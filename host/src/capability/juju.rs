@@ -22,7 +22,12 @@ pub trait Juju: Send + Sync {
     async fn relation_get(&self, relation_id: u32, of: String, app: bool) -> CapResult<Vec<Kv>>;
     async fn relation_set(&self, relation_id: u32, app: bool, changes: Vec<Kv>) -> CapResult<()>;
     async fn secret_get(&self, label: String) -> CapResult<Option<Vec<Kv>>>;
-    async fn secret_add(&self, label: String, owner: SecretOwner, content: Vec<Kv>) -> CapResult<String>;
+    async fn secret_add(
+        &self,
+        label: String,
+        owner: SecretOwner,
+        content: Vec<Kv>,
+    ) -> CapResult<String>;
     async fn secret_set(&self, label: String, content: Vec<Kv>) -> CapResult<()>;
     async fn secret_remove(&self, id: String, revision: Option<u32>) -> CapResult<()>;
     async fn planned_units(&self) -> CapResult<u32>;

@@ -1,7 +1,9 @@
 use async_trait::async_trait;
 
 use super::CapResult;
-use crate::bindings::kubernetes::{Endpoints, NodeAllocatable, ObjectKind, OwnerReference, Pod, Service};
+use crate::bindings::kubernetes::{
+    Endpoints, NodeAllocatable, ObjectKind, OwnerReference, Pod, Service,
+};
 use crate::bindings::types::Kv;
 
 /// Kubernetes, in the model's namespace: the operations the charm performs.

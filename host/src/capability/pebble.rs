@@ -1,7 +1,9 @@
 use async_trait::async_trait;
 
 use super::CapResult;
-use crate::bindings::pebble::{ExecOutput, ExecRequest, FileInfo, FileOwner, Layer, Plan, ServiceInfo, SystemInfo};
+use crate::bindings::pebble::{
+    ExecOutput, ExecRequest, FileInfo, FileOwner, Layer, Plan, ServiceInfo, SystemInfo,
+};
 
 /// Pebble in the workload container.
 #[async_trait]

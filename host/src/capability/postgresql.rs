@@ -8,7 +8,8 @@ use crate::bindings::postgresql::{Connection, ExtensionToggle, UserSpec};
 pub trait Postgresql: Send + Sync {
     async fn list_users(&self, conn: Connection) -> CapResult<Vec<String>>;
     async fn create_user(&self, conn: Connection, user: UserSpec) -> CapResult<()>;
-    async fn set_password(&self, conn: Connection, user: String, password: String) -> CapResult<()>;
+    async fn set_password(&self, conn: Connection, user: String, password: String)
+    -> CapResult<()>;
     async fn set_up_database(&self, conn: Connection, system_users: Vec<String>) -> CapResult<()>;
     async fn list_access_groups(&self, conn: Connection) -> CapResult<Vec<String>>;
     async fn create_access_groups(

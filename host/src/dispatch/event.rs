@@ -6,14 +6,20 @@ use crate::bindings::{Event, EventKind};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EventError {
-    #[error("JUJU_DISPATCH_PATH is not set: `charm-host dispatch` runs under Juju (or give --event)")]
+    #[error(
+        "JUJU_DISPATCH_PATH is not set: `charm-host dispatch` runs under Juju (or give --event)"
+    )]
     NoDispatchPath,
     #[error("JUJU_DISPATCH_PATH={0:?} is neither hooks/<name> nor actions/<name>")]
     BadDispatchPath(String),
     #[error("{var} is missing, and the {event} event needs it")]
     Missing { var: &'static str, event: String },
     #[error("{var}={value:?} is malformed: {why}")]
-    Malformed { var: &'static str, value: String, why: &'static str },
+    Malformed {
+        var: &'static str,
+        value: String,
+        why: &'static str,
+    },
 }
 
 const SIMPLE_HOOKS: &[(&str, EventKind)] = &[
@@ -59,7 +65,10 @@ pub fn kind_of_hook(name: &str) -> EventKind {
         return *k;
     }
     for table in [RELATION_SUFFIXES, WORKLOAD_SUFFIXES, STORAGE_SUFFIXES] {
-        if let Some((_, k)) = table.iter().find(|(s, _)| name.len() > s.len() && name.ends_with(s)) {
+        if let Some((_, k)) = table
+            .iter()
+            .find(|(s, _)| name.len() > s.len() && name.ends_with(s))
+        {
             return *k;
         }
     }
@@ -72,14 +81,23 @@ fn prefix<'a>(name: &'a str, table: &[(&str, EventKind)]) -> Option<&'a str> {
 
 /// Build the event from the environment (`get` answers one variable).
 pub fn event_from_env(get: impl Fn(&str) -> Option<String>) -> Result<Event, EventError> {
-    let path = get("JUJU_DISPATCH_PATH").filter(|p| !p.is_empty()).ok_or(EventError::NoDispatchPath)?;
-    let (dir, name) = path.rsplit_once('/').ok_or_else(|| EventError::BadDispatchPath(path.clone()))?;
+    let path = get("JUJU_DISPATCH_PATH")
+        .filter(|p| !p.is_empty())
+        .ok_or(EventError::NoDispatchPath)?;
+    let (dir, name) = path
+        .rsplit_once('/')
+        .ok_or_else(|| EventError::BadDispatchPath(path.clone()))?;
     let dir = dir.rsplit('/').next().unwrap_or(dir);
     if name.is_empty() {
         return Err(EventError::BadDispatchPath(path));
     }
     let need = |var: &'static str| {
-        get(var).filter(|v| !v.is_empty()).ok_or_else(|| EventError::Missing { var, event: name.to_string() })
+        get(var)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| EventError::Missing {
+                var,
+                event: name.to_string(),
+            })
     };
     match dir {
         "actions" => {
@@ -103,14 +121,19 @@ pub fn event_from_env(get: impl Fn(&str) -> Option<String>) -> Result<Event, Eve
                     why: "expected <endpoint>:<number>",
                 })?;
                 e.relation = Some(RelationEvent {
-                    name: get("JUJU_RELATION").unwrap_or_else(|| prefix(name, RELATION_SUFFIXES).unwrap().to_string()),
+                    name: get("JUJU_RELATION")
+                        .unwrap_or_else(|| prefix(name, RELATION_SUFFIXES).unwrap().to_string()),
                     id,
                     remote_app: get("JUJU_REMOTE_APP").filter(|v| !v.is_empty()),
                     remote_unit: get("JUJU_REMOTE_UNIT").filter(|v| !v.is_empty()),
                     departing_unit: get("JUJU_DEPARTING_UNIT").filter(|v| !v.is_empty()),
                 });
             } else if let Some(workload) = prefix(name, WORKLOAD_SUFFIXES) {
-                e.workload = Some(get("JUJU_WORKLOAD_NAME").filter(|v| !v.is_empty()).unwrap_or_else(|| workload.to_string()));
+                e.workload = Some(
+                    get("JUJU_WORKLOAD_NAME")
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| workload.to_string()),
+                );
             } else if let Some(storage) = prefix(name, STORAGE_SUFFIXES) {
                 let raw = get("JUJU_STORAGE_ID").unwrap_or_else(|| format!("{storage}/0"));
                 let (sname, idx) = raw.split_once('/').ok_or_else(|| EventError::Malformed {
@@ -123,7 +146,11 @@ pub fn event_from_env(get: impl Fn(&str) -> Option<String>) -> Result<Event, Eve
                     value: raw.clone(),
                     why: "expected <name>/<index>",
                 })?;
-                e.storage = Some(StorageEvent { name: sname.to_string(), index, location: None });
+                e.storage = Some(StorageEvent {
+                    name: sname.to_string(),
+                    index,
+                    location: None,
+                });
             } else if name.starts_with("secret-") {
                 let revision = match get("JUJU_SECRET_REVISION").filter(|v| !v.is_empty()) {
                     Some(r) => Some(r.parse().map_err(|_| EventError::Malformed {
@@ -151,14 +178,20 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
     #[test]
     fn relation_event_takes_the_id_after_the_colon() {
         let e = event_from_env(env(&[
-            ("JUJU_DISPATCH_PATH", "hooks/database-peers-relation-departed"),
+            (
+                "JUJU_DISPATCH_PATH",
+                "hooks/database-peers-relation-departed",
+            ),
             ("JUJU_RELATION", "database-peers"),
             ("JUJU_RELATION_ID", "database-peers:7"),
             ("JUJU_REMOTE_UNIT", "pg/2"),
@@ -174,14 +207,22 @@ mod tests {
 
     #[test]
     fn pebble_ready_names_its_workload() {
-        let e = event_from_env(env(&[("JUJU_DISPATCH_PATH", "hooks/postgresql-pebble-ready")])).unwrap();
+        let e = event_from_env(env(&[(
+            "JUJU_DISPATCH_PATH",
+            "hooks/postgresql-pebble-ready",
+        )]))
+        .unwrap();
         assert_eq!(e.kind, EventKind::PebbleReady);
         assert_eq!(e.workload.as_deref(), Some("postgresql"));
     }
 
     #[test]
     fn actions_and_custom_events() {
-        let e = event_from_env(env(&[("JUJU_DISPATCH_PATH", "actions/get-password"), ("JUJU_ACTION_UUID", "u1")])).unwrap();
+        let e = event_from_env(env(&[
+            ("JUJU_DISPATCH_PATH", "actions/get-password"),
+            ("JUJU_ACTION_UUID", "u1"),
+        ]))
+        .unwrap();
         assert_eq!(e.kind, EventKind::Action);
         assert_eq!(e.action.unwrap().uuid, "u1");
         let e = event_from_env(env(&[("JUJU_DISPATCH_PATH", "hooks/databases_change")])).unwrap();
@@ -195,13 +236,20 @@ mod tests {
             event_from_env(env(&[("JUJU_DISPATCH_PATH", "elsewhere/x")])),
             Err(EventError::BadDispatchPath(_))
         ));
-        let err = event_from_env(env(&[("JUJU_DISPATCH_PATH", "hooks/db-relation-changed")])).unwrap_err();
-        assert_eq!(err.to_string(), "JUJU_RELATION_ID is missing, and the db-relation-changed event needs it");
+        let err = event_from_env(env(&[("JUJU_DISPATCH_PATH", "hooks/db-relation-changed")]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "JUJU_RELATION_ID is missing, and the db-relation-changed event needs it"
+        );
         let err = event_from_env(env(&[
             ("JUJU_DISPATCH_PATH", "hooks/db-relation-changed"),
             ("JUJU_RELATION_ID", "db:x"),
         ]))
         .unwrap_err();
-        assert!(err.to_string().contains("JUJU_RELATION_ID=\"db:x\" is malformed"));
+        assert!(
+            err.to_string()
+                .contains("JUJU_RELATION_ID=\"db:x\" is malformed")
+        );
     }
 }

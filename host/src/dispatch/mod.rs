@@ -66,10 +66,18 @@ pub struct Dispatcher<'a> {
 
 impl<'a> Dispatcher<'a> {
     pub fn new(runtime: &'a Runtime, plugins_dir: impl AsRef<Path>) -> Self {
-        Dispatcher { runtime, plugins_dir: plugins_dir.as_ref().to_path_buf(), trace: false }
+        Dispatcher {
+            runtime,
+            plugins_dir: plugins_dir.as_ref().to_path_buf(),
+            trace: false,
+        }
     }
 
-    pub async fn dispatch(&self, caps: &Capabilities, mut event: Event) -> Result<DispatchReport, DispatchError> {
+    pub async fn dispatch(
+        &self,
+        caps: &Capabilities,
+        mut event: Event,
+    ) -> Result<DispatchReport, DispatchError> {
         let mut report = DispatchReport::default();
         let mut queue = self
             .load_queue(caps)
@@ -94,17 +102,27 @@ impl<'a> Dispatcher<'a> {
                         tracing::warn!(plugin = %notice.plugin, path = %path.display(), "deferred event's plugin is gone; dropping the notice");
                         continue;
                     }
-                    Err(failure) => return Err(self.fail(&notice.plugin, &notice.event, failure, report.runs)),
+                    Err(failure) => {
+                        return Err(self.fail(&notice.plugin, &notice.event, failure, report.runs));
+                    }
                 };
                 let mut ev = notice.event.clone();
                 ev.deferred = true;
-                let run = self.runtime.run(&plugin, ev.clone(), caps.clone(), self.trace).await;
+                let run = self
+                    .runtime
+                    .run(&plugin, ev.clone(), caps.clone(), self.trace)
+                    .await;
                 let result = run.result.clone();
-                report.runs.push(EventRun { event: ev.clone(), report: run });
+                report.runs.push(EventRun {
+                    event: ev.clone(),
+                    report: run,
+                });
                 match result {
                     Ok(Outcome::Defer) => kept.push(notice),
                     Ok(Outcome::Done) => {}
-                    Err(failure) => return Err(self.fail(&notice.plugin, &ev, failure, report.runs)),
+                    Err(failure) => {
+                        return Err(self.fail(&notice.plugin, &ev, failure, report.runs));
+                    }
                 }
             }
             queue.notices = kept;
@@ -129,12 +147,21 @@ impl<'a> Dispatcher<'a> {
                 report.duplicate_skipped = true;
             }
             Ok(plugin) => {
-                let run = self.runtime.run(&plugin, event.clone(), caps.clone(), self.trace).await;
+                let run = self
+                    .runtime
+                    .run(&plugin, event.clone(), caps.clone(), self.trace)
+                    .await;
                 let result = run.result.clone();
-                report.runs.push(EventRun { event: event.clone(), report: run });
+                report.runs.push(EventRun {
+                    event: event.clone(),
+                    report: run,
+                });
                 match (result, is_action) {
                     (Ok(Outcome::Done), _) => {}
-                    (Ok(Outcome::Defer), false) => queue.notices.push(Notice { plugin: name.clone(), event: event.clone() }),
+                    (Ok(Outcome::Defer), false) => queue.notices.push(Notice {
+                        plugin: name.clone(),
+                        event: event.clone(),
+                    }),
                     (Ok(Outcome::Defer), true) => {
                         let msg = "actions cannot be deferred".to_string();
                         let _ = caps.juju.action_fail(msg.clone()).await;
@@ -146,10 +173,15 @@ impl<'a> Dispatcher<'a> {
                     }
                     (Err(failure), true) => {
                         // A sandbox failure (trap, limit) fails the action and the process.
-                        let _ = caps.juju.action_fail(format!("plugin {name}: {failure}")).await;
+                        let _ = caps
+                            .juju
+                            .action_fail(format!("plugin {name}: {failure}"))
+                            .await;
                         return Err(self.fail(&name, &event, failure, report.runs));
                     }
-                    (Err(failure), false) => return Err(self.fail(&name, &event, failure, report.runs)),
+                    (Err(failure), false) => {
+                        return Err(self.fail(&name, &event, failure, report.runs));
+                    }
                 }
             }
         }
@@ -160,10 +192,26 @@ impl<'a> Dispatcher<'a> {
             } else {
                 caps.juju.state_set(QUEUE_KEY.into(), queue.to_json()).await
             };
-            write.map_err(|e| self.fail(&name, &event, Failure::Trap { message: format!("writing the deferral queue: {e}") }, report.runs.clone()))?;
+            write.map_err(|e| {
+                self.fail(
+                    &name,
+                    &event,
+                    Failure::Trap {
+                        message: format!("writing the deferral queue: {e}"),
+                    },
+                    report.runs.clone(),
+                )
+            })?;
         }
         caps.juju.commit().await.map_err(|e| {
-            self.fail(&name, &event, Failure::Trap { message: format!("committing Juju writes: {e:#}") }, report.runs.clone())
+            self.fail(
+                &name,
+                &event,
+                Failure::Trap {
+                    message: format!("committing Juju writes: {e:#}"),
+                },
+                report.runs.clone(),
+            )
         })?;
         queue.version = 1;
         report.queue = queue;
@@ -174,7 +222,10 @@ impl<'a> Dispatcher<'a> {
     /// queue that cannot be *read* fails the dispatch: running on would overwrite it.
     async fn load_queue(&self, caps: &Capabilities) -> Result<Queue, Failure> {
         Ok(match caps.juju.state_get(QUEUE_KEY.into()).await {
-            Ok(None) => Queue { version: 1, notices: vec![] },
+            Ok(None) => Queue {
+                version: 1,
+                notices: vec![],
+            },
             Ok(Some(raw)) => match Queue::parse(&raw) {
                 Ok(q) => q,
                 Err(why) => {
@@ -184,14 +235,32 @@ impl<'a> Dispatcher<'a> {
                         tracing::error!("could not keep the unreadable queue aside: {e}");
                     }
                     // version 0 forces the rewrite of the key at commit.
-                    Queue { version: 0, notices: vec![] }
+                    Queue {
+                        version: 0,
+                        notices: vec![],
+                    }
                 }
             },
-            Err(e) => return Err(Failure::Trap { message: format!("reading the deferral queue: {e}") }),
+            Err(e) => {
+                return Err(Failure::Trap {
+                    message: format!("reading the deferral queue: {e}"),
+                });
+            }
         })
     }
 
-    fn fail(&self, plugin: &str, event: &Event, failure: Failure, runs: Vec<EventRun>) -> DispatchError {
-        DispatchError { plugin: plugin.to_string(), event: event.name.clone(), failure, runs }
+    fn fail(
+        &self,
+        plugin: &str,
+        event: &Event,
+        failure: Failure,
+        runs: Vec<EventRun>,
+    ) -> DispatchError {
+        DispatchError {
+            plugin: plugin.to_string(),
+            event: event.name.clone(),
+            failure,
+            runs,
+        }
     }
 }

@@ -43,7 +43,11 @@ impl Queue {
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&Queue { version: 1, notices: self.notices.clone() }).expect("queue serialises")
+        serde_json::to_string(&Queue {
+            version: 1,
+            notices: self.notices.clone(),
+        })
+        .expect("queue serialises")
     }
 
     pub fn contains(&self, plugin: &str, event: &Event) -> bool {

@@ -37,7 +37,10 @@ impl Cache {
     pub fn new(dir: impl Into<PathBuf>, engine: &Engine) -> Self {
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        Cache { dir: dir.into(), engine_key: format!("{:016x}", h.finish()) }
+        Cache {
+            dir: dir.into(),
+            engine_key: format!("{:016x}", h.finish()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -46,7 +49,11 @@ impl Cache {
 
     /// The entry path for a component with this content hash.
     pub fn entry_path(&self, component_sha256: &[u8; 32]) -> PathBuf {
-        self.dir.join(format!("{}-{}.cwasm", hex::encode(component_sha256), self.engine_key))
+        self.dir.join(format!(
+            "{}-{}.cwasm",
+            hex::encode(component_sha256),
+            self.engine_key
+        ))
     }
 
     /// Load the compiled form of `wasm` (whose SHA-256 is `digest`), compiling and storing it

@@ -10,9 +10,13 @@ use std::time::{Duration, Instant};
 
 use super::{HostState, TraceEntry};
 use crate::bindings::juju::{Identity, Port, SecretOwner, Status};
-use crate::bindings::kubernetes::{Endpoints, NodeAllocatable, ObjectKind, OwnerReference, Pod, Service};
+use crate::bindings::kubernetes::{
+    Endpoints, NodeAllocatable, ObjectKind, OwnerReference, Pod, Service,
+};
 use crate::bindings::patroni::{Auth, Cluster, ConfigPatch, Health, Target};
-use crate::bindings::pebble::{ExecOutput, ExecRequest, FileInfo, FileOwner, Layer, Plan, ServiceInfo, SystemInfo};
+use crate::bindings::pebble::{
+    ExecOutput, ExecRequest, FileInfo, FileOwner, Layer, Plan, ServiceInfo, SystemInfo,
+};
 use crate::bindings::postgresql::{Connection, ExtensionToggle, UserSpec};
 use crate::bindings::types::{Kv, LogLevel, NamedValue};
 use crate::bindings::{Error, clock, juju, kubernetes, patroni, pebble, postgresql, random, types};
@@ -130,19 +134,49 @@ impl juju::Host for HostState {
         cap_call!(self, juju, "relation-units", relation_units(relation_id))
     }
     async fn relation_remote_app(&mut self, relation_id: u32) -> CapResult<String> {
-        cap_call!(self, juju, "relation-remote-app", relation_remote_app(relation_id))
+        cap_call!(
+            self,
+            juju,
+            "relation-remote-app",
+            relation_remote_app(relation_id)
+        )
     }
-    async fn relation_get(&mut self, relation_id: u32, of: String, app: bool) -> CapResult<Vec<Kv>> {
-        cap_call!(self, juju, "relation-get", relation_get(relation_id, of, app))
+    async fn relation_get(
+        &mut self,
+        relation_id: u32,
+        of: String,
+        app: bool,
+    ) -> CapResult<Vec<Kv>> {
+        cap_call!(
+            self,
+            juju,
+            "relation-get",
+            relation_get(relation_id, of, app)
+        )
     }
-    async fn relation_set(&mut self, relation_id: u32, app: bool, changes: Vec<Kv>) -> CapResult<()> {
+    async fn relation_set(
+        &mut self,
+        relation_id: u32,
+        app: bool,
+        changes: Vec<Kv>,
+    ) -> CapResult<()> {
         self.bound("relation-set", kv_bytes(&changes))?;
-        cap_call!(self, juju, "relation-set", relation_set(relation_id, app, changes))
+        cap_call!(
+            self,
+            juju,
+            "relation-set",
+            relation_set(relation_id, app, changes)
+        )
     }
     async fn secret_get(&mut self, label: String) -> CapResult<Option<Vec<Kv>>> {
         cap_call!(self, juju, "secret-get", secret_get(label))
     }
-    async fn secret_add(&mut self, label: String, owner: SecretOwner, content: Vec<Kv>) -> CapResult<String> {
+    async fn secret_add(
+        &mut self,
+        label: String,
+        owner: SecretOwner,
+        content: Vec<Kv>,
+    ) -> CapResult<String> {
         self.bound("secret-add", kv_bytes(&content))?;
         cap_call!(self, juju, "secret-add", secret_add(label, owner, content))
     }
@@ -158,7 +192,12 @@ impl juju::Host for HostState {
     }
     async fn set_workload_version(&mut self, version: String) -> CapResult<()> {
         self.bound("set-workload-version", version.len())?;
-        cap_call!(self, juju, "set-workload-version", set_workload_version(version))
+        cap_call!(
+            self,
+            juju,
+            "set-workload-version",
+            set_workload_version(version)
+        )
     }
     async fn state_get(&mut self, key: String) -> CapResult<Option<String>> {
         reserved(&key)?;
@@ -230,7 +269,12 @@ impl kubernetes::Host for HostState {
         cap_call!(self, kubernetes, "get-pod", get_pod(name))
     }
     async fn patch_pod_labels(&mut self, name: String, labels: Vec<Kv>) -> CapResult<()> {
-        cap_call!(self, kubernetes, "patch-pod-labels", patch_pod_labels(name, labels))
+        cap_call!(
+            self,
+            kubernetes,
+            "patch-pod-labels",
+            patch_pod_labels(name, labels)
+        )
     }
     async fn apply_service(&mut self, service: Service) -> CapResult<()> {
         cap_call!(self, kubernetes, "apply-service", apply_service(service))
@@ -242,7 +286,12 @@ impl kubernetes::Host for HostState {
         cap_call!(self, kubernetes, "delete-service", delete_service(name))
     }
     async fn list_services(&mut self, label_selector: Vec<Kv>) -> CapResult<Vec<Service>> {
-        cap_call!(self, kubernetes, "list-services", list_services(label_selector))
+        cap_call!(
+            self,
+            kubernetes,
+            "list-services",
+            list_services(label_selector)
+        )
     }
     async fn get_endpoints(&mut self, name: String) -> CapResult<Endpoints> {
         cap_call!(self, kubernetes, "get-endpoints", get_endpoints(name))
@@ -252,13 +301,23 @@ impl kubernetes::Host for HostState {
         name: String,
         annotations: Vec<(String, Option<String>)>,
     ) -> CapResult<()> {
-        cap_call!(self, kubernetes, "patch-endpoints-annotations", patch_endpoints_annotations(name, annotations))
+        cap_call!(
+            self,
+            kubernetes,
+            "patch-endpoints-annotations",
+            patch_endpoints_annotations(name, annotations)
+        )
     }
     async fn delete_endpoints(&mut self, name: String) -> CapResult<()> {
         cap_call!(self, kubernetes, "delete-endpoints", delete_endpoints(name))
     }
     async fn list_endpoints(&mut self, label_selector: Vec<Kv>) -> CapResult<Vec<Endpoints>> {
-        cap_call!(self, kubernetes, "list-endpoints", list_endpoints(label_selector))
+        cap_call!(
+            self,
+            kubernetes,
+            "list-endpoints",
+            list_endpoints(label_selector)
+        )
     }
     async fn set_owner_references(
         &mut self,
@@ -266,13 +325,28 @@ impl kubernetes::Host for HostState {
         name: String,
         owners: Vec<OwnerReference>,
     ) -> CapResult<()> {
-        cap_call!(self, kubernetes, "set-owner-references", set_owner_references(kind, name, owners))
+        cap_call!(
+            self,
+            kubernetes,
+            "set-owner-references",
+            set_owner_references(kind, name, owners)
+        )
     }
     async fn get_node_allocatable(&mut self, name: String) -> CapResult<NodeAllocatable> {
-        cap_call!(self, kubernetes, "get-node-allocatable", get_node_allocatable(name))
+        cap_call!(
+            self,
+            kubernetes,
+            "get-node-allocatable",
+            get_node_allocatable(name)
+        )
     }
     async fn patch_statefulset_partition(&mut self, name: String, partition: u32) -> CapResult<()> {
-        cap_call!(self, kubernetes, "patch-statefulset-partition", patch_statefulset_partition(name, partition))
+        cap_call!(
+            self,
+            kubernetes,
+            "patch-statefulset-partition",
+            patch_statefulset_partition(name, partition)
+        )
     }
 }
 
@@ -311,7 +385,10 @@ impl pebble::Host for HostState {
     ) -> CapResult<()> {
         self.bound("push", content.len())?;
         let args = if self.trace.is_some() {
-            format!("({path:?}, {} bytes, {permissions:?}, {owner:?}, {make_dirs})", content.len())
+            format!(
+                "({path:?}, {} bytes, {permissions:?}, {owner:?}, {make_dirs})",
+                content.len()
+            )
         } else {
             String::new()
         };
@@ -337,7 +414,12 @@ impl pebble::Host for HostState {
         permissions: Option<u32>,
         owner: FileOwner,
     ) -> CapResult<()> {
-        cap_call!(self, pebble, "make-dir", make_dir(path, make_parents, permissions, owner))
+        cap_call!(
+            self,
+            pebble,
+            "make-dir",
+            make_dir(path, make_parents, permissions, owner)
+        )
     }
     async fn remove_path(&mut self, path: String, recursive: bool) -> CapResult<()> {
         cap_call!(self, pebble, "remove-path", remove_path(path, recursive))
@@ -368,7 +450,12 @@ impl patroni::Host for HostState {
         leader: Option<String>,
         candidate: Option<String>,
     ) -> CapResult<()> {
-        cap_call!(self, patroni, "switchover", switchover(at, auth, leader, candidate))
+        cap_call!(
+            self,
+            patroni,
+            "switchover",
+            switchover(at, auth, leader, candidate)
+        )
     }
     async fn restart(&mut self, at: Target, auth: Auth) -> CapResult<()> {
         cap_call!(self, patroni, "restart", restart(at, auth))
@@ -385,14 +472,38 @@ impl postgresql::Host for HostState {
     async fn create_user(&mut self, conn: Connection, user: UserSpec) -> CapResult<()> {
         cap_call!(self, postgresql, "create-user", create_user(conn, user))
     }
-    async fn set_password(&mut self, conn: Connection, user: String, password: String) -> CapResult<()> {
-        cap_call!(self, postgresql, "set-password", set_password(conn, user, password))
+    async fn set_password(
+        &mut self,
+        conn: Connection,
+        user: String,
+        password: String,
+    ) -> CapResult<()> {
+        cap_call!(
+            self,
+            postgresql,
+            "set-password",
+            set_password(conn, user, password)
+        )
     }
-    async fn set_up_database(&mut self, conn: Connection, system_users: Vec<String>) -> CapResult<()> {
-        cap_call!(self, postgresql, "set-up-database", set_up_database(conn, system_users))
+    async fn set_up_database(
+        &mut self,
+        conn: Connection,
+        system_users: Vec<String>,
+    ) -> CapResult<()> {
+        cap_call!(
+            self,
+            postgresql,
+            "set-up-database",
+            set_up_database(conn, system_users)
+        )
     }
     async fn list_access_groups(&mut self, conn: Connection) -> CapResult<Vec<String>> {
-        cap_call!(self, postgresql, "list-access-groups", list_access_groups(conn))
+        cap_call!(
+            self,
+            postgresql,
+            "list-access-groups",
+            list_access_groups(conn)
+        )
     }
     async fn create_access_groups(
         &mut self,
@@ -400,7 +511,12 @@ impl postgresql::Host for HostState {
         groups: Vec<String>,
         system_users: Vec<String>,
     ) -> CapResult<()> {
-        cap_call!(self, postgresql, "create-access-groups", create_access_groups(conn, groups, system_users))
+        cap_call!(
+            self,
+            postgresql,
+            "create-access-groups",
+            create_access_groups(conn, groups, system_users)
+        )
     }
     async fn list_databases(&mut self, conn: Connection) -> CapResult<Vec<String>> {
         cap_call!(self, postgresql, "list-databases", list_databases(conn))
@@ -411,7 +527,12 @@ impl postgresql::Host for HostState {
         database: String,
         extensions: Vec<ExtensionToggle>,
     ) -> CapResult<()> {
-        cap_call!(self, postgresql, "set-extensions", set_extensions(conn, database, extensions))
+        cap_call!(
+            self,
+            postgresql,
+            "set-extensions",
+            set_extensions(conn, database, extensions)
+        )
     }
     async fn pending_restart(&mut self, conn: Connection) -> CapResult<bool> {
         cap_call!(self, postgresql, "pending-restart", pending_restart(conn))
@@ -428,7 +549,11 @@ impl clock::Host for HostState {
     async fn sleep_ms(&mut self, ms: u64) {
         // A plugin's own wait: bounded by the whole-event timeout, not the per-call one.
         let cap = self.caps.clock.clone();
-        let args = if self.trace.is_some() { format!("({ms})") } else { String::new() };
+        let args = if self.trace.is_some() {
+            format!("({ms})")
+        } else {
+            String::new()
+        };
         let _ = self
             .guarded("clock", "sleep-ms", args, false, async move {
                 cap.sleep_ms(ms).await;

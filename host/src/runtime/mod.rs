@@ -111,7 +111,10 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -132,7 +135,10 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { limits: Limits::default(), cache_dir: None }
+        RuntimeConfig {
+            limits: Limits::default(),
+            cache_dir: None,
+        }
     }
 }
 
@@ -167,12 +173,14 @@ impl Runtime {
         {
             let engine = engine.clone();
             let stop = ticker_stop.clone();
-            std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })?;
+            std::thread::Builder::new()
+                .name("epoch-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
         }
         let cache = config.cache_dir.map(|d| Cache::new(d, &engine));
         Ok(Runtime {
@@ -204,24 +212,46 @@ impl Runtime {
         let path = Self::plugin_path(plugins_dir, name);
         let wasm = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Failure::Missing { path }),
-            Err(e) => return Err(Failure::Invalid { path, reason: format!("cannot read: {e}") }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Failure::Missing { path });
+            }
+            Err(e) => {
+                return Err(Failure::Invalid {
+                    path,
+                    reason: format!("cannot read: {e}"),
+                });
+            }
         };
         self.load_bytes(name, &path, &wasm)
     }
 
     /// Prepare a component from bytes; `path` only names it in errors.
-    pub fn load_bytes(&self, name: &str, path: &Path, wasm: &[u8]) -> Result<LoadedPlugin, Failure> {
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        path: &Path,
+        wasm: &[u8],
+    ) -> Result<LoadedPlugin, Failure> {
         let digest: [u8; 32] = Sha256::digest(wasm).into();
         if let Some(pre) = self.memo.lock().unwrap().get(&digest) {
-            return Ok(LoadedPlugin { name: name.into(), digest, cache: CacheOutcome::Hit, pre: pre.clone() });
+            return Ok(LoadedPlugin {
+                name: name.into(),
+                digest,
+                cache: CacheOutcome::Hit,
+                pre: pre.clone(),
+            });
         }
-        let invalid = |reason: String| Failure::Invalid { path: path.to_path_buf(), reason };
+        let invalid = |reason: String| Failure::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
         if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
             return Err(invalid("not a WebAssembly binary (bad magic)".into()));
         }
         let (component, outcome) = match &self.cache {
-            Some(cache) => cache.load(&self.engine, wasm, &digest).map_err(|e| invalid(format!("{e:#}")))?,
+            Some(cache) => cache
+                .load(&self.engine, wasm, &digest)
+                .map_err(|e| invalid(format!("{e:#}")))?,
             None => (
                 Component::new(&self.engine, wasm).map_err(|e| invalid(format!("{e:#}")))?,
                 CacheOutcome::CompiledUncached,
@@ -233,7 +263,12 @@ impl Runtime {
             .and_then(PluginPre::new)
             .map_err(|e| invalid(format!("does not fit the charm:host contract: {e:#}")))?;
         self.memo.lock().unwrap().insert(digest, pre.clone());
-        Ok(LoadedPlugin { name: name.into(), digest, cache: outcome, pre })
+        Ok(LoadedPlugin {
+            name: name.into(),
+            digest,
+            cache: outcome,
+            pre,
+        })
     }
 
     /// Compile a plugin into the on-disk cache (for `charm-host precompile`).
@@ -242,7 +277,13 @@ impl Runtime {
     }
 
     /// Run one event in a fresh store.
-    pub async fn run(&self, plugin: &LoadedPlugin, event: Event, caps: Capabilities, trace: bool) -> RunReport {
+    pub async fn run(
+        &self,
+        plugin: &LoadedPlugin,
+        event: Event,
+        caps: Capabilities,
+        trace: bool,
+    ) -> RunReport {
         let stdout = GuestOutput::new(self.limits.max_output_bytes);
         let stderr = GuestOutput::new(self.limits.max_output_bytes);
         let wasi = {
@@ -263,7 +304,10 @@ impl Runtime {
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryCap { limit: self.limits.memory_bytes, refused: None },
+            memory: MemoryCap {
+                limit: self.limits.memory_bytes,
+                refused: None,
+            },
             caps,
             limits: self.limits.clone(),
             plugin: plugin.name.as_str().into(),
@@ -295,7 +339,9 @@ impl Runtime {
         let st = store.data();
         let wasm_time = st.started.elapsed().saturating_sub(st.host_time);
         let result = match outcome {
-            Err(_) => Err(Failure::EventTimeout { limit: self.limits.event_timeout }),
+            Err(_) => Err(Failure::EventTimeout {
+                limit: self.limits.event_timeout,
+            }),
             Ok(Ok(Ok(outcome))) => Ok(outcome),
             Ok(Ok(Err(message))) => Err(Failure::Plugin { message }),
             Ok(Err(e)) => Err(classify(&e, st, &stderr.text())),
@@ -332,7 +378,9 @@ fn classify(e: &wasmtime::Error, st: &HostState, stderr: &str) -> Failure {
         };
     }
     if st.deadline_hit {
-        return Failure::Deadline { limit: st.limits.wasm_deadline };
+        return Failure::Deadline {
+            limit: st.limits.wasm_deadline,
+        };
     }
     let trap = e.downcast_ref::<Trap>().copied();
     if trap == Some(Trap::UnreachableCodeReached) {
@@ -341,13 +389,25 @@ fn classify(e: &wasmtime::Error, st: &HostState, stderr: &str) -> Failure {
             return Failure::Panic { message: msg };
         }
         if stderr.contains("memory allocation of") {
-            return Failure::OutOfMemory { detail: stderr.trim().to_string() };
+            return Failure::OutOfMemory {
+                detail: stderr.trim().to_string(),
+            };
         }
     }
     match trap {
-        Some(Trap::StackOverflow) => Failure::Trap { message: "stack overflow (call stack exhausted)".into() },
-        Some(t) => Failure::Trap { message: t.to_string() },
-        None => Failure::Trap { message: format!("{:#}", e).lines().next().unwrap_or_default().to_string() },
+        Some(Trap::StackOverflow) => Failure::Trap {
+            message: "stack overflow (call stack exhausted)".into(),
+        },
+        Some(t) => Failure::Trap {
+            message: t.to_string(),
+        },
+        None => Failure::Trap {
+            message: format!("{:#}", e)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        },
     }
 }
 

@@ -22,7 +22,13 @@ struct Buf {
 
 impl GuestOutput {
     pub fn new(cap: usize) -> Self {
-        GuestOutput { inner: Arc::new(Mutex::new(Buf { bytes: Vec::new(), cap, dropped: 0 })) }
+        GuestOutput {
+            inner: Arc::new(Mutex::new(Buf {
+                bytes: Vec::new(),
+                cap,
+                dropped: 0,
+            })),
+        }
     }
 
     pub fn text(&self) -> String {
@@ -48,7 +54,11 @@ impl StdoutStream for GuestOutput {
 }
 
 impl AsyncWrite for GuestOutput {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let mut b = self.inner.lock().unwrap();
         let room = b.cap.saturating_sub(b.bytes.len());
         let take = room.min(buf.len());

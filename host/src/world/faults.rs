@@ -71,7 +71,9 @@ impl Fault {
     pub fn error(&self, family: &str, call: &str) -> Error {
         Error::new(
             self.error.error_kind(),
-            self.message.clone().unwrap_or_else(|| format!("injected fault on {family}.{call}")),
+            self.message
+                .clone()
+                .unwrap_or_else(|| format!("injected fault on {family}.{call}")),
         )
     }
 }

@@ -5,7 +5,10 @@ use std::sync::OnceLock;
 
 use async_trait::async_trait;
 
-use super::{Bag, BagChange, ConfigValue, Shadow, StatusKind, StatusState, UnitSession, bag_to_kvs, kvs_to_bag, unknown_unit};
+use super::{
+    Bag, BagChange, ConfigValue, Shadow, StatusKind, StatusState, UnitSession, bag_to_kvs,
+    kvs_to_bag, unknown_unit,
+};
 use crate::bindings::juju::{Identity, Port, SecretOwner, Status};
 use crate::bindings::types::{Kv, LogLevel, NamedValue, Value};
 use crate::bindings::{Error, juju};
@@ -25,7 +28,8 @@ pub fn config_defaults() -> &'static BTreeMap<String, Option<ConfigValue>> {
             kind: String,
             default: Option<serde_yaml::Value>,
         }
-        let file: File = serde_yaml::from_str(include_str!("../../../charm/config.yaml")).expect("charm/config.yaml parses");
+        let file: File = serde_yaml::from_str(include_str!("../../../charm/config.yaml"))
+            .expect("charm/config.yaml parses");
         file.options
             .into_iter()
             .map(|(name, o)| {
@@ -41,7 +45,12 @@ fn typed(kind: &str, v: &serde_yaml::Value) -> Option<ConfigValue> {
         "boolean" => ConfigValue::Bool(v.as_bool()?),
         "int" => ConfigValue::Int(v.as_i64()?),
         "float" => ConfigValue::Float(v.as_f64()?),
-        _ => ConfigValue::Str(v.as_str().map(String::from).unwrap_or_else(|| serde_yaml::to_string(v).unwrap_or_default().trim().to_string())),
+        _ => ConfigValue::Str(v.as_str().map(String::from).unwrap_or_else(|| {
+            serde_yaml::to_string(v)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })),
     })
 }
 
@@ -86,7 +95,11 @@ impl UnitSession {
             return Ok(f(s));
         }
         let g = self.world.lock();
-        let unit = g.state.units.get(&self.unit).ok_or_else(|| unknown_unit(&self.unit))?;
+        let unit = g
+            .state
+            .units
+            .get(&self.unit)
+            .ok_or_else(|| unknown_unit(&self.unit))?;
         let shadow = Shadow {
             relations: g.state.relations.clone(),
             secrets: g.state.secrets.clone(),
@@ -100,7 +113,11 @@ impl UnitSession {
         let mut sh = self.shadow.lock().unwrap();
         if sh.is_none() {
             let g = self.world.lock();
-            let unit = g.state.units.get(&self.unit).ok_or_else(|| unknown_unit(&self.unit))?;
+            let unit = g
+                .state
+                .units
+                .get(&self.unit)
+                .ok_or_else(|| unknown_unit(&self.unit))?;
             *sh = Some(Shadow {
                 relations: g.state.relations.clone(),
                 secrets: g.state.secrets.clone(),
@@ -126,7 +143,10 @@ impl UnitSession {
 }
 
 fn relation_mut(sh: &mut Shadow, id: u32) -> CapResult<&mut super::RelationState> {
-    sh.relations.iter_mut().find(|r| r.id == id).ok_or_else(|| Error::not_found(format!("relation {id} not found")))
+    sh.relations
+        .iter_mut()
+        .find(|r| r.id == id)
+        .ok_or_else(|| Error::not_found(format!("relation {id} not found")))
 }
 
 #[async_trait]
@@ -160,21 +180,40 @@ impl Juju for UnitSession {
         for (name, v) in &g.state.config {
             out.insert(name, to_value(v));
         }
-        Ok(out.into_iter().map(|(n, v)| NamedValue { name: n.to_string(), value: v }).collect())
+        Ok(out
+            .into_iter()
+            .map(|(n, v)| NamedValue {
+                name: n.to_string(),
+                value: v,
+            })
+            .collect())
     }
 
     async fn unit_status(&self) -> CapResult<Status> {
         self.checked("unit-status")?;
         let g = self.world.lock();
-        Ok(to_status(&g.state.units.get(&self.unit).ok_or_else(|| unknown_unit(&self.unit))?.status))
+        Ok(to_status(
+            &g.state
+                .units
+                .get(&self.unit)
+                .ok_or_else(|| unknown_unit(&self.unit))?
+                .status,
+        ))
     }
 
     async fn set_unit_status(&self, status: Status) -> CapResult<()> {
         self.checked("set-unit-status")?;
         let mut g = self.world.lock();
         let now = g.state.now_ms;
-        let unit = g.state.units.get_mut(&self.unit).ok_or_else(|| unknown_unit(&self.unit))?;
-        let s = StatusState { kind: status_kind(status.kind), message: status.message };
+        let unit = g
+            .state
+            .units
+            .get_mut(&self.unit)
+            .ok_or_else(|| unknown_unit(&self.unit))?;
+        let s = StatusState {
+            kind: status_kind(status.kind),
+            message: status.message,
+        };
         // Status is sent at once, not at commit (spec 9.1).
         if unit.status != s {
             unit.status_history.push((now, s.clone()));
@@ -186,7 +225,9 @@ impl Juju for UnitSession {
     async fn app_status(&self) -> CapResult<Status> {
         self.checked("app-status")?;
         if !self.leader() {
-            return Err(Error::forbidden("only the leader can read the application status"));
+            return Err(Error::forbidden(
+                "only the leader can read the application status",
+            ));
         }
         Ok(to_status(&self.world.lock().state.app_status))
     }
@@ -194,15 +235,26 @@ impl Juju for UnitSession {
     async fn set_app_status(&self, status: Status) -> CapResult<()> {
         self.checked("set-app-status")?;
         if !self.leader() {
-            return Err(Error::forbidden("only the leader can set the application status"));
+            return Err(Error::forbidden(
+                "only the leader can set the application status",
+            ));
         }
-        self.world.lock().state.app_status = StatusState { kind: status_kind(status.kind), message: status.message };
+        self.world.lock().state.app_status = StatusState {
+            kind: status_kind(status.kind),
+            message: status.message,
+        };
         Ok(())
     }
 
     async fn relation_ids(&self, endpoint: String) -> CapResult<Vec<u32>> {
         self.checked("relation-ids")?;
-        self.read(|sh| sh.relations.iter().filter(|r| r.endpoint == endpoint).map(|r| r.id).collect())
+        self.read(|sh| {
+            sh.relations
+                .iter()
+                .filter(|r| r.endpoint == endpoint)
+                .map(|r| r.id)
+                .collect()
+        })
     }
 
     async fn relation_units(&self, relation_id: u32) -> CapResult<Vec<String>> {
@@ -233,16 +285,24 @@ impl Juju for UnitSession {
         let my_app = self.app();
         let me = self.unit.clone();
         self.read(|sh| {
-            let r = sh.relations.iter().find(|r| r.id == relation_id).ok_or_else(|| Error::not_found(format!("relation {relation_id} not found")))?;
+            let r = sh
+                .relations
+                .iter()
+                .find(|r| r.id == relation_id)
+                .ok_or_else(|| Error::not_found(format!("relation {relation_id} not found")))?;
             if app {
                 let is_own = of == my_app;
                 if !is_own && of != r.remote_app {
-                    return Err(Error::not_found(format!("application {of} is not in relation {relation_id}")));
+                    return Err(Error::not_found(format!(
+                        "application {of} is not in relation {relation_id}"
+                    )));
                 }
                 Ok(r.app_data.get(&of).map(bag_to_kvs).unwrap_or_default())
             } else {
                 if of != me && !r.units.contains(&of) {
-                    return Err(Error::not_found(format!("unit {of} is not in relation {relation_id}")));
+                    return Err(Error::not_found(format!(
+                        "unit {of} is not in relation {relation_id}"
+                    )));
                 }
                 Ok(r.unit_data.get(&of).map(bag_to_kvs).unwrap_or_default())
             }
@@ -252,12 +312,18 @@ impl Juju for UnitSession {
     async fn relation_set(&self, relation_id: u32, app: bool, changes: Vec<Kv>) -> CapResult<()> {
         self.checked("relation-set")?;
         if app && !self.leader() {
-            return Err(Error::forbidden("only the leader can write the application databag"));
+            return Err(Error::forbidden(
+                "only the leader can write the application databag",
+            ));
         }
         let owner = if app { self.app() } else { self.unit.clone() };
         self.write(|sh| {
             let r = relation_mut(sh, relation_id)?;
-            let bag = if app { r.app_data.entry(owner).or_default() } else { r.unit_data.entry(owner).or_default() };
+            let bag = if app {
+                r.app_data.entry(owner).or_default()
+            } else {
+                r.unit_data.entry(owner).or_default()
+            };
             for kv in changes {
                 if kv.value.is_empty() {
                     bag.remove(&kv.key);
@@ -271,15 +337,27 @@ impl Juju for UnitSession {
 
     async fn secret_get(&self, label: String) -> CapResult<Option<Vec<Kv>>> {
         self.checked("secret-get")?;
-        self.read(|sh| sh.secrets.iter().find(|s| s.label == label).map(|s| bag_to_kvs(&s.content)))
+        self.read(|sh| {
+            sh.secrets
+                .iter()
+                .find(|s| s.label == label)
+                .map(|s| bag_to_kvs(&s.content))
+        })
     }
 
-    async fn secret_add(&self, label: String, owner: SecretOwner, content: Vec<Kv>) -> CapResult<String> {
+    async fn secret_add(
+        &self,
+        label: String,
+        owner: SecretOwner,
+        content: Vec<Kv>,
+    ) -> CapResult<String> {
         self.checked("secret-add")?;
         let (owner_kind, owner_name) = match owner {
             SecretOwner::Application => {
                 if !self.leader() {
-                    return Err(Error::forbidden("only the leader can create application-owned secrets"));
+                    return Err(Error::forbidden(
+                        "only the leader can create application-owned secrets",
+                    ));
                 }
                 (super::SecretOwnerKind::Application, self.app())
             }
@@ -295,8 +373,14 @@ impl Juju for UnitSession {
             format!("secret:{:020x}", n)
         };
         self.write(|sh| {
-            if sh.secrets.iter().any(|s| s.label == label && s.owner_name == owner_name) {
-                return Err(Error::conflict(format!("a secret labelled {label:?} already exists")));
+            if sh
+                .secrets
+                .iter()
+                .any(|s| s.label == label && s.owner_name == owner_name)
+            {
+                return Err(Error::conflict(format!(
+                    "a secret labelled {label:?} already exists"
+                )));
             }
             sh.secrets.push(super::SecretState {
                 id: id.clone(),
@@ -315,13 +399,19 @@ impl Juju for UnitSession {
         let leader = self.leader();
         let me = self.unit.clone();
         self.write(|sh| {
-            let s = sh.secrets.iter_mut().find(|s| s.label == label).ok_or_else(|| Error::not_found(format!("secret {label:?} not found")))?;
+            let s = sh
+                .secrets
+                .iter_mut()
+                .find(|s| s.label == label)
+                .ok_or_else(|| Error::not_found(format!("secret {label:?} not found")))?;
             let may = match s.owner {
                 super::SecretOwnerKind::Application => leader,
                 super::SecretOwnerKind::Unit => s.owner_name == me,
             };
             if !may {
-                return Err(Error::forbidden(format!("secret {label:?} is not owned by this unit")));
+                return Err(Error::forbidden(format!(
+                    "secret {label:?} is not owned by this unit"
+                )));
             }
             let new = kvs_to_bag(&content);
             if new != s.content {
@@ -335,7 +425,11 @@ impl Juju for UnitSession {
     async fn secret_remove(&self, id: String, revision: Option<u32>) -> CapResult<()> {
         self.checked("secret-remove")?;
         self.write(|sh| {
-            let pos = sh.secrets.iter().position(|s| s.id == id).ok_or_else(|| Error::not_found(format!("secret {id} not found")))?;
+            let pos = sh
+                .secrets
+                .iter()
+                .position(|s| s.id == id)
+                .ok_or_else(|| Error::not_found(format!("secret {id} not found")))?;
             if revision.is_none_or(|r| r == sh.secrets[pos].revision) {
                 sh.secrets.remove(pos);
             }
@@ -346,13 +440,19 @@ impl Juju for UnitSession {
     async fn planned_units(&self) -> CapResult<u32> {
         self.checked("planned-units")?;
         let g = self.world.lock();
-        Ok(g.state.planned_units.unwrap_or_else(|| g.state.units.values().filter(|u| !u.dying).count() as u32))
+        Ok(g.state
+            .planned_units
+            .unwrap_or_else(|| g.state.units.values().filter(|u| !u.dying).count() as u32))
     }
 
     async fn set_workload_version(&self, version: String) -> CapResult<()> {
         self.checked("set-workload-version")?;
         let mut g = self.world.lock();
-        g.state.units.get_mut(&self.unit).ok_or_else(|| unknown_unit(&self.unit))?.workload_version = version;
+        g.state
+            .units
+            .get_mut(&self.unit)
+            .ok_or_else(|| unknown_unit(&self.unit))?
+            .workload_version = version;
         Ok(())
     }
 
@@ -380,22 +480,41 @@ impl Juju for UnitSession {
     async fn action_params(&self) -> CapResult<Vec<NamedValue>> {
         self.checked("action-params")?;
         let g = self.world.lock();
-        let a = g.state.action.as_ref().ok_or_else(|| Error::invalid("not running an action"))?;
-        Ok(a.params.iter().map(|(n, v)| NamedValue { name: n.clone(), value: to_value(v) }).collect())
+        let a = g
+            .state
+            .action
+            .as_ref()
+            .ok_or_else(|| Error::invalid("not running an action"))?;
+        Ok(a.params
+            .iter()
+            .map(|(n, v)| NamedValue {
+                name: n.clone(),
+                value: to_value(v),
+            })
+            .collect())
     }
 
     async fn action_set(&self, results: Vec<Kv>) -> CapResult<()> {
         self.checked("action-set")?;
         let mut g = self.world.lock();
-        let a = g.state.action.as_mut().ok_or_else(|| Error::invalid("not running an action"))?;
-        a.results.extend(results.into_iter().map(|kv| (kv.key, kv.value)));
+        let a = g
+            .state
+            .action
+            .as_mut()
+            .ok_or_else(|| Error::invalid("not running an action"))?;
+        a.results
+            .extend(results.into_iter().map(|kv| (kv.key, kv.value)));
         Ok(())
     }
 
     async fn action_fail(&self, message: String) -> CapResult<()> {
         self.checked("action-fail")?;
         let mut g = self.world.lock();
-        let a = g.state.action.as_mut().ok_or_else(|| Error::invalid("not running an action"))?;
+        let a = g
+            .state
+            .action
+            .as_mut()
+            .ok_or_else(|| Error::invalid("not running an action"))?;
         a.failed = Some(message);
         Ok(())
     }
@@ -403,7 +522,11 @@ impl Juju for UnitSession {
     async fn action_log(&self, message: String) -> CapResult<()> {
         self.checked("action-log")?;
         let mut g = self.world.lock();
-        let a = g.state.action.as_mut().ok_or_else(|| Error::invalid("not running an action"))?;
+        let a = g
+            .state
+            .action
+            .as_mut()
+            .ok_or_else(|| Error::invalid("not running an action"))?;
         a.logs.push(message);
         Ok(())
     }
@@ -411,7 +534,13 @@ impl Juju for UnitSession {
     async fn set_ports(&self, ports: Vec<Port>) -> CapResult<()> {
         self.checked("set-ports")?;
         self.write(|sh| {
-            let mut p: Vec<_> = ports.into_iter().map(|p| super::PortState { protocol: p.protocol, port: p.port }).collect();
+            let mut p: Vec<_> = ports
+                .into_iter()
+                .map(|p| super::PortState {
+                    protocol: p.protocol,
+                    port: p.port,
+                })
+                .collect();
             p.sort();
             p.dedup();
             sh.ports = p;
@@ -419,7 +548,19 @@ impl Juju for UnitSession {
         })
     }
 
-    async fn log(&self, _level: LogLevel, _message: String) {}
+    async fn log(&self, level: LogLevel, message: String) {
+        let level = match level {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+        };
+        self.logs.lock().unwrap().push(super::LogLine {
+            level: level.into(),
+            message,
+        });
+    }
 
     async fn commit(&self) -> anyhow::Result<()> {
         let Some(sh) = self.shadow.lock().unwrap().take() else {
@@ -435,13 +576,20 @@ impl Juju for UnitSession {
                     .and_then(|o| o.app_data.get(owner).or_else(|| o.unit_data.get(owner)))
                     .unwrap_or(&empty);
                 if before != bag {
-                    changes.push(BagChange { relation_id: new.id, owner: owner.clone() });
+                    changes.push(BagChange {
+                        relation_id: new.id,
+                        owner: owner.clone(),
+                    });
                 }
             }
         }
         g.state.relations = sh.relations;
         g.state.secrets = sh.secrets;
-        let unit = g.state.units.get_mut(&self.unit).ok_or_else(|| anyhow::anyhow!("unit {} left the model", self.unit))?;
+        let unit = g
+            .state
+            .units
+            .get_mut(&self.unit)
+            .ok_or_else(|| anyhow::anyhow!("unit {} left the model", self.unit))?;
         unit.state = sh.unit_state;
         unit.ports = sh.ports;
         *self.changes.lock().unwrap() = changes;

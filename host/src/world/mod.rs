@@ -6,6 +6,7 @@
 //! applies, as Juju applies hook-tool writes only when a hook succeeds; Kubernetes, Pebble,
 //! Patroni and PostgreSQL are real systems and change at once.
 
+pub mod check;
 pub mod faults;
 mod juju;
 mod kubernetes;
@@ -46,7 +47,9 @@ pub struct World {
 impl World {
     pub fn new(state: WorldState) -> Self {
         let rng = StdRng::seed_from_u64(state.seed);
-        World { inner: Arc::new(Mutex::new(Inner { state, rng })) }
+        World {
+            inner: Arc::new(Mutex::new(Inner { state, rng })),
+        }
     }
 
     pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
@@ -64,7 +67,13 @@ impl World {
 
     /// A per-unit view for one dispatch.
     pub fn session(&self, unit: &str) -> Arc<UnitSession> {
-        Arc::new(UnitSession { world: self.clone(), unit: unit.to_string(), shadow: Mutex::new(None), changes: Mutex::new(Vec::new()) })
+        Arc::new(UnitSession {
+            world: self.clone(),
+            unit: unit.to_string(),
+            shadow: Mutex::new(None),
+            changes: Mutex::new(Vec::new()),
+            logs: Mutex::new(Vec::new()),
+        })
     }
 
     /// The capabilities of one unit for one dispatch, and the session behind them.
@@ -106,11 +115,24 @@ pub struct UnitSession {
     pub(crate) shadow: Mutex<Option<Shadow>>,
     /// Bags changed by the last commit.
     pub(crate) changes: Mutex<Vec<BagChange>>,
+    /// What the plugins logged through `juju.log`, in order.
+    pub(crate) logs: Mutex<Vec<LogLine>>,
+}
+
+/// One `juju-log` line of a plugin.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    pub level: String,
+    pub message: String,
 }
 
 impl UnitSession {
     pub fn unit(&self) -> &str {
         &self.unit
+    }
+
+    pub fn logs(&self) -> Vec<LogLine> {
+        self.logs.lock().unwrap().clone()
     }
 
     /// The databags the commit changed (the simulator fans out relation-changed from these).
@@ -142,7 +164,11 @@ impl UnitSession {
 
     /// The unit number (`app/3` -> 3).
     pub(crate) fn unit_number(&self) -> u32 {
-        self.unit.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+        self.unit
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 
     /// `app/3` -> `app-3`.
@@ -151,16 +177,28 @@ impl UnitSession {
     }
 }
 
+/// `app-3` -> `app/3`.
+pub fn unit_of_pod(pod: &str) -> String {
+    match pod.rsplit_once('-') {
+        Some((a, n)) => format!("{a}/{n}"),
+        None => pod.to_string(),
+    }
+}
+
 pub(crate) fn unknown_unit(unit: &str) -> Error {
     Error::not_found(format!("unit {unit} is not in the model"))
 }
 
 pub(crate) fn bag_to_kvs(b: &Bag) -> Vec<crate::bindings::Kv> {
-    b.iter().map(|(k, v)| crate::bindings::Kv::new(k, v)).collect()
+    b.iter()
+        .map(|(k, v)| crate::bindings::Kv::new(k, v))
+        .collect()
 }
 
 pub(crate) fn kvs_to_bag(kvs: &[crate::bindings::Kv]) -> Bag {
-    kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect::<BTreeMap<_, _>>()
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect::<BTreeMap<_, _>>()
 }
 
 #[async_trait::async_trait]

@@ -18,24 +18,19 @@ pub(crate) fn scope(state: &WorldState) -> String {
     format!("patroni-{}", state.app)
 }
 
-/// `app-3` -> `app/3`.
-fn unit_of_pod(pod: &str) -> String {
-    match pod.rsplit_once('-') {
-        Some((a, n)) => format!("{a}/{n}"),
-        None => pod.to_string(),
-    }
-}
+use super::unit_of_pod;
 
 /// Whether the pod is a Patroni member right now.
 fn eligible(state: &WorldState, pod: &str) -> bool {
     let scope = scope(state);
-    let Some(p) = state.kubernetes.pods.get(pod) else { return false };
+    let Some(p) = state.kubernetes.pods.get(pod) else {
+        return false;
+    };
     let labelled = p.labels.get("application").map(String::as_str) == Some("patroni")
         && p.labels.get("cluster-name") == Some(&scope);
-    let running = state
-        .units
-        .get(&unit_of_pod(pod))
-        .is_some_and(|u| u.pebble.reachable && u.pebble.running.get("postgresql") == Some(&ServiceRun::Active));
+    let running = state.units.get(&unit_of_pod(pod)).is_some_and(|u| {
+        u.pebble.reachable && u.pebble.running.get("postgresql") == Some(&ServiceRun::Active)
+    });
     labelled && running
 }
 
@@ -53,10 +48,27 @@ pub(crate) fn tick(state: &mut WorldState) {
         let p = &mut state.patroni;
         match (ok, p.members.get_mut(pod)) {
             (true, None) => {
-                p.members.insert(pod.clone(), MemberState { role: "replica".into(), state: "starting".into(), since_ms: now, timeline: 1, lag: 0, pending_restart: false });
+                p.members.insert(
+                    pod.clone(),
+                    MemberState {
+                        role: "replica".into(),
+                        state: "starting".into(),
+                        since_ms: now,
+                        timeline: 1,
+                        lag: 0,
+                        pending_restart: false,
+                    },
+                );
             }
             (true, Some(m)) if m.state == "stopped" => {
-                *m = MemberState { role: "replica".into(), state: "starting".into(), since_ms: now, timeline: m.timeline, lag: 0, pending_restart: false };
+                *m = MemberState {
+                    role: "replica".into(),
+                    state: "starting".into(),
+                    since_ms: now,
+                    timeline: m.timeline,
+                    lag: 0,
+                    pending_restart: false,
+                };
             }
             (false, Some(m)) if m.state != "stopped" => {
                 if m.role == "leader" {
@@ -69,9 +81,20 @@ pub(crate) fn tick(state: &mut WorldState) {
             _ => {}
         }
     }
-    let gone: Vec<String> = state.patroni.members.keys().filter(|m| !state.kubernetes.pods.contains_key(*m)).cloned().collect();
+    let gone: Vec<String> = state
+        .patroni
+        .members
+        .keys()
+        .filter(|m| !state.kubernetes.pods.contains_key(*m))
+        .cloned()
+        .collect();
     for m in gone {
-        if state.patroni.members.remove(&m).is_some_and(|m| m.role == "leader") {
+        if state
+            .patroni
+            .members
+            .remove(&m)
+            .is_some_and(|m| m.role == "leader")
+        {
             state.patroni.leader_lost_ms = Some(now);
         }
     }
@@ -79,7 +102,12 @@ pub(crate) fn tick(state: &mut WorldState) {
     let p = &mut state.patroni;
     let has_leader = p.members.values().any(|m| m.role == "leader" && is_up(m));
     // Starting members that have had their start time.
-    let ready: Vec<String> = p.members.iter().filter(|(_, m)| m.state == "starting" && now >= m.since_ms + p.start_ms).map(|(n, _)| n.clone()).collect();
+    let ready: Vec<String> = p
+        .members
+        .iter()
+        .filter(|(_, m)| m.state == "starting" && now >= m.since_ms + p.start_ms)
+        .map(|(n, _)| n.clone())
+        .collect();
     let mut leader_now = has_leader;
     for name in ready {
         let m = p.members.get_mut(&name).unwrap();
@@ -103,8 +131,17 @@ pub(crate) fn tick(state: &mut WorldState) {
             let candidate = p
                 .members
                 .iter()
-                .filter(|(_, m)| m.state == "streaming" || (m.state == "starting" && now >= m.since_ms + p.start_ms))
-                .min_by_key(|(n, m)| (if m.role == "sync_standby" { 0 } else { 1 }, m.lag, (*n).clone()))
+                .filter(|(_, m)| {
+                    m.state == "streaming"
+                        || (m.state == "starting" && now >= m.since_ms + p.start_ms)
+                })
+                .min_by_key(|(n, m)| {
+                    (
+                        if m.role == "sync_standby" { 0 } else { 1 },
+                        m.lag,
+                        (*n).clone(),
+                    )
+                })
                 .map(|(n, _)| n.clone());
             if let Some(c) = candidate {
                 let tl = p.members.values().map(|m| m.timeline).max().unwrap_or(1) + 1;
@@ -125,8 +162,16 @@ pub(crate) fn tick(state: &mut WorldState) {
         }
     }
     // Synchronous standbys: the first `synchronous_node_count` streaming replicas.
-    let sync_n = p.dynamic_config.get("synchronous_node_count").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
-    let sync_mode = p.dynamic_config.get("synchronous_mode").and_then(|v| v.as_bool()).unwrap_or(true);
+    let sync_n = p
+        .dynamic_config
+        .get("synchronous_node_count")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(1) as usize;
+    let sync_mode = p
+        .dynamic_config
+        .get("synchronous_mode")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
     let mut assigned = 0;
     for m in p.members.values_mut() {
         if m.role == "leader" || !is_up(m) {
@@ -135,15 +180,31 @@ pub(crate) fn tick(state: &mut WorldState) {
             }
             continue;
         }
-        m.role = if sync_mode && assigned < sync_n { assigned += 1; "sync_standby".into() } else { "replica".into() };
+        m.role = if sync_mode && assigned < sync_n {
+            assigned += 1;
+            "sync_standby".into()
+        } else {
+            "replica".into()
+        };
     }
 
     // What Patroni writes to Kubernetes: pod role labels and the DCS objects.
     let scope = scope(state);
-    let leader = state.patroni.members.iter().find(|(_, m)| m.role == "leader" && is_up(m)).map(|(n, _)| n.clone());
+    let leader = state
+        .patroni
+        .members
+        .iter()
+        .find(|(_, m)| m.role == "leader" && is_up(m))
+        .map(|(n, _)| n.clone());
     for (name, m) in &state.patroni.members {
         if let Some(pod) = state.kubernetes.pods.get_mut(name) {
-            let role = if m.role == "leader" && is_up(m) { Some("primary") } else if is_up(m) { Some("replica") } else { None };
+            let role = if m.role == "leader" && is_up(m) {
+                Some("primary")
+            } else if is_up(m) {
+                Some("replica")
+            } else {
+                None
+            };
             match role {
                 Some(r) => pod.labels.insert("role".into(), r.into()),
                 None => pod.labels.remove("role"),
@@ -151,10 +212,21 @@ pub(crate) fn tick(state: &mut WorldState) {
         }
     }
     if state.patroni.initialized {
-        let labels: super::Bag = [("application".to_string(), "patroni".to_string()), ("cluster-name".to_string(), scope.clone())].into();
+        let labels: super::Bag = [
+            ("application".to_string(), "patroni".to_string()),
+            ("cluster-name".to_string(), scope.clone()),
+        ]
+        .into();
         for suffix in ["", "-config", "-sync"] {
             let name = format!("{scope}{suffix}");
-            state.kubernetes.endpoints.entry(name).or_insert_with(|| EndpointsState { labels: labels.clone(), ..Default::default() });
+            state
+                .kubernetes
+                .endpoints
+                .entry(name)
+                .or_insert_with(|| EndpointsState {
+                    labels: labels.clone(),
+                    ..Default::default()
+                });
         }
         if let Some(l) = &leader {
             let ep = state.kubernetes.endpoints.get_mut(&scope).unwrap();
@@ -167,7 +239,13 @@ pub(crate) fn tick(state: &mut WorldState) {
 
 impl UnitSession {
     /// Resolve a target to a member name, checking reachability and credentials.
-    fn patroni_target(&self, g: &mut super::Inner, call: &str, at: &Target, auth: &Auth) -> CapResult<String> {
+    fn patroni_target(
+        &self,
+        g: &mut super::Inner,
+        call: &str,
+        at: &Target,
+        auth: &Auth,
+    ) -> CapResult<String> {
         self.fault(g, "patroni", call)?;
         tick(&mut g.state);
         let st = &g.state;
@@ -177,19 +255,28 @@ impl UnitSession {
             Target::PrimaryService => {
                 let svc = format!("{}-primary", st.app);
                 let s = st.kubernetes.services.get(&svc).ok_or_else(|| {
-                    Error::unreachable(format!("{svc}.{}.svc.cluster.local: name does not resolve (no such Service)", st.model.name))
+                    Error::unreachable(format!(
+                        "{svc}.{}.svc.cluster.local: name does not resolve (no such Service)",
+                        st.model.name
+                    ))
                 })?;
                 st.kubernetes
                     .pods
                     .iter()
                     .find(|(_, p)| s.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
                     .map(|(n, _)| n.clone())
-                    .ok_or_else(|| Error::unreachable(format!("{svc}: no ready endpoints behind the Service")))?
+                    .ok_or_else(|| {
+                        Error::unreachable(format!("{svc}: no ready endpoints behind the Service"))
+                    })?
             }
         };
         match st.patroni.members.get(&member) {
             Some(m) if m.state != "stopped" => {}
-            _ => return Err(Error::unreachable(format!("{member}:8008: connection refused"))),
+            _ => {
+                return Err(Error::unreachable(format!(
+                    "{member}:8008: connection refused"
+                )));
+            }
         }
         // The REST API's basic auth, against the password the charm stored.
         let expected = st
@@ -229,7 +316,15 @@ fn param_json(p: &Param) -> serde_json::Value {
 }
 
 /// Parameters that need a PostgreSQL restart to change.
-const RESTART_PARAMS: &[&str] = &["max_connections", "shared_buffers", "max_worker_processes", "max_prepared_transactions", "max_wal_senders", "max_replication_slots", "max_locks_per_transaction"];
+const RESTART_PARAMS: &[&str] = &[
+    "max_connections",
+    "shared_buffers",
+    "max_worker_processes",
+    "max_prepared_transactions",
+    "max_wal_senders",
+    "max_replication_slots",
+    "max_locks_per_transaction",
+];
 
 #[async_trait]
 impl Patroni for UnitSession {
@@ -237,7 +332,16 @@ impl Patroni for UnitSession {
         let mut g = self.world.lock();
         self.patroni_target(&mut g, "get-cluster", &at, &auth)?;
         let app = g.state.app.clone();
-        Ok(Cluster { members: g.state.patroni.members.iter().filter(|(_, m)| m.state != "stopped").map(|(n, m)| to_member(n, m, &app)).collect() })
+        Ok(Cluster {
+            members: g
+                .state
+                .patroni
+                .members
+                .iter()
+                .filter(|(_, m)| m.state != "stopped")
+                .map(|(n, m)| to_member(n, m, &app))
+                .collect(),
+        })
     }
 
     async fn health(&self, at: Target, auth: Auth) -> CapResult<Health> {
@@ -246,7 +350,11 @@ impl Patroni for UnitSession {
         let m = &g.state.patroni.members[&member];
         Ok(Health {
             state: m.state.clone(),
-            role: if m.role == "leader" { "primary".into() } else { "replica".into() },
+            role: if m.role == "leader" {
+                "primary".into()
+            } else {
+                "replica".into()
+            },
             replication_state: (m.state == "streaming").then(|| "streaming".into()),
             pending_restart: m.pending_restart,
         })
@@ -274,14 +382,19 @@ impl Patroni for UnitSession {
         set!(max_timelines_history, "max_timelines_history");
         match patch.standby_cluster {
             Some(Some(s)) => {
-                cfg.insert("standby_cluster".into(), serde_json::json!({"host": s.host, "port": s.port}));
+                cfg.insert(
+                    "standby_cluster".into(),
+                    serde_json::json!({"host": s.host, "port": s.port}),
+                );
             }
             Some(None) => {
                 cfg.remove("standby_cluster");
             }
             None => {}
         }
-        let pg = cfg.entry("postgresql").or_insert_with(|| serde_json::json!({}));
+        let pg = cfg
+            .entry("postgresql")
+            .or_insert_with(|| serde_json::json!({}));
         if let Some(v) = patch.remove_data_directory_on_rewind_failure {
             pg["remove_data_directory_on_rewind_failure"] = v.into();
         }
@@ -290,7 +403,11 @@ impl Patroni for UnitSession {
         }
         let mut needs_restart = false;
         if !patch.parameters.is_empty() {
-            let params = pg.as_object_mut().unwrap().entry("parameters").or_insert_with(|| serde_json::json!({}));
+            let params = pg
+                .as_object_mut()
+                .unwrap()
+                .entry("parameters")
+                .or_insert_with(|| serde_json::json!({}));
             for (k, v) in &patch.parameters {
                 let new = param_json(v);
                 if params.get(k) != Some(&new) {
@@ -311,20 +428,37 @@ impl Patroni for UnitSession {
         Ok(())
     }
 
-    async fn switchover(&self, at: Target, auth: Auth, leader: Option<String>, candidate: Option<String>) -> CapResult<()> {
+    async fn switchover(
+        &self,
+        at: Target,
+        auth: Auth,
+        leader: Option<String>,
+        candidate: Option<String>,
+    ) -> CapResult<()> {
         let mut g = self.world.lock();
         self.patroni_target(&mut g, "switchover", &at, &auth)?;
         let p = &mut g.state.patroni;
-        let current = p.members.iter().find(|(_, m)| m.role == "leader" && is_up(m)).map(|(n, _)| n.clone()).ok_or_else(|| Error::invalid("400 no leader to switch over from"))?;
+        let current = p
+            .members
+            .iter()
+            .find(|(_, m)| m.role == "leader" && is_up(m))
+            .map(|(n, _)| n.clone())
+            .ok_or_else(|| Error::invalid("400 no leader to switch over from"))?;
         if leader.as_ref().is_some_and(|l| *l != current) {
-            return Err(Error::invalid("400 Switchover could be performed only from a specific leader"));
+            return Err(Error::invalid(
+                "400 Switchover could be performed only from a specific leader",
+            ));
         }
         let has_sync = p.members.values().any(|m| m.role == "sync_standby");
         let cand = match candidate {
             Some(c) => {
-                let m = p.members.get(&c).filter(|m| is_up(m)).ok_or_else(|| Error::invalid(format!("412 candidate {c} is not a healthy member")))?;
+                let m = p.members.get(&c).filter(|m| is_up(m)).ok_or_else(|| {
+                    Error::invalid(format!("412 candidate {c} is not a healthy member"))
+                })?;
                 if has_sync && m.role != "sync_standby" {
-                    return Err(Error::invalid("412 candidate name does not match with sync_standby"));
+                    return Err(Error::invalid(
+                        "412 candidate name does not match with sync_standby",
+                    ));
                 }
                 c
             }

@@ -4,11 +4,15 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use super::{CheckDef, FileState, Inner, LayerState, PebbleState, ServiceDef, ServiceRun, UnitSession, unknown_unit};
+use super::{
+    CheckDef, FileState, Inner, LayerState, PebbleState, ServiceDef, ServiceRun, UnitSession,
+    unknown_unit,
+};
 use crate::bindings::Error;
 use crate::bindings::pebble::{
-    CheckLevel, CheckSpec, ExecOutput, ExecRequest, FileInfo, FileOwner, FileType, Layer, OverrideMode, Plan, Probe,
-    ServiceInfo, ServiceSpec, ServiceState as WitServiceState, Startup, SystemInfo,
+    CheckLevel, CheckSpec, ExecOutput, ExecRequest, FileInfo, FileOwner, FileType, Layer,
+    OverrideMode, Plan, Probe, ServiceInfo, ServiceSpec, ServiceState as WitServiceState, Startup,
+    SystemInfo,
 };
 use crate::bindings::types::Kv;
 use crate::capability::{CapResult, Pebble};
@@ -45,7 +49,11 @@ pub(crate) fn service_def(s: &ServiceSpec) -> ServiceDef {
         startup: startup_str(s.startup),
         user: s.user.clone(),
         group: s.group.clone(),
-        environment: s.environment.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect(),
+        environment: s
+            .environment
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect(),
         after: s.after.clone(),
         before: s.before.clone(),
         requires: s.requires.clone(),
@@ -144,7 +152,9 @@ fn merge_service(base: &mut ServiceDef, over: &ServiceDef) {
 }
 
 /// Combine layers in order into the plan, as Pebble does.
-pub(crate) fn combined(p: &PebbleState) -> (BTreeMap<String, ServiceDef>, BTreeMap<String, CheckDef>) {
+pub(crate) fn combined(
+    p: &PebbleState,
+) -> (BTreeMap<String, ServiceDef>, BTreeMap<String, CheckDef>) {
     let mut services: BTreeMap<String, ServiceDef> = BTreeMap::new();
     let mut checks: BTreeMap<String, CheckDef> = BTreeMap::new();
     for layer in &p.layers {
@@ -166,12 +176,18 @@ pub(crate) fn combined(p: &PebbleState) -> (BTreeMap<String, ServiceDef>, BTreeM
 fn validate(layer: &LayerState) -> CapResult<()> {
     for (name, s) in &layer.services {
         if s.override_.is_empty() {
-            return Err(Error::invalid(format!("layer \"{}\" must define \"override\" for service \"{name}\"", layer.label)));
+            return Err(Error::invalid(format!(
+                "layer \"{}\" must define \"override\" for service \"{name}\"",
+                layer.label
+            )));
         }
     }
     for (name, c) in &layer.checks {
         if c.override_.is_empty() {
-            return Err(Error::invalid(format!("layer \"{}\" must define \"override\" for check \"{name}\"", layer.label)));
+            return Err(Error::invalid(format!(
+                "layer \"{}\" must define \"override\" for check \"{name}\"",
+                layer.label
+            )));
         }
     }
     Ok(())
@@ -180,7 +196,11 @@ fn validate(layer: &LayerState) -> CapResult<()> {
 impl UnitSession {
     fn pebble_state<'g>(&self, g: &'g mut Inner, call: &str) -> CapResult<&'g mut PebbleState> {
         self.fault(g, "pebble", call)?;
-        let unit = g.state.units.get_mut(&self.unit).ok_or_else(|| unknown_unit(&self.unit))?;
+        let unit = g
+            .state
+            .units
+            .get_mut(&self.unit)
+            .ok_or_else(|| unknown_unit(&self.unit))?;
         if !unit.pebble.reachable {
             return Err(Error::unreachable(format!(
                 "cannot connect to Pebble at /charm/containers/postgresql/pebble.socket ({} container not running)",
@@ -190,7 +210,11 @@ impl UnitSession {
         Ok(&mut unit.pebble)
     }
 
-    fn with_pebble<R>(&self, call: &str, f: impl FnOnce(&mut PebbleState, u64) -> CapResult<R>) -> CapResult<R> {
+    fn with_pebble<R>(
+        &self,
+        call: &str,
+        f: impl FnOnce(&mut PebbleState, u64) -> CapResult<R>,
+    ) -> CapResult<R> {
         let mut g = self.world.lock();
         let now = g.state.now_ms;
         let r = {
@@ -206,7 +230,9 @@ impl UnitSession {
 fn start_services(p: &mut PebbleState, names: &[String]) -> CapResult<()> {
     let (services, _) = combined(p);
     for n in names {
-        let def = services.get(n).ok_or_else(|| Error::not_found(format!("service \"{n}\" does not exist")))?;
+        let def = services
+            .get(n)
+            .ok_or_else(|| Error::not_found(format!("service \"{n}\" does not exist")))?;
         p.running.insert(n.clone(), ServiceRun::Active);
         p.started_with.insert(n.clone(), def.clone());
     }
@@ -229,7 +255,11 @@ fn file_info(path: &str, f: &FileState) -> FileInfo {
     FileInfo {
         path: path.to_string(),
         name: path.rsplit('/').next().unwrap_or(path).to_string(),
-        file_type: if f.directory { FileType::Directory } else { FileType::File },
+        file_type: if f.directory {
+            FileType::Directory
+        } else {
+            FileType::File
+        },
         size: (!f.directory).then_some(f.content.len() as u64),
         permissions: f.permissions,
         user: Some(f.user.clone()),
@@ -242,7 +272,13 @@ fn parent(path: &str) -> Option<&str> {
     if p.is_empty() { None } else { Some(p) }
 }
 
-fn ensure_parents(p: &mut PebbleState, path: &str, make: bool, user: &str, group: &str) -> CapResult<()> {
+fn ensure_parents(
+    p: &mut PebbleState,
+    path: &str,
+    make: bool,
+    user: &str,
+    group: &str,
+) -> CapResult<()> {
     let mut missing = Vec::new();
     let mut cur = parent(path);
     while let Some(dir) = cur {
@@ -254,10 +290,22 @@ fn ensure_parents(p: &mut PebbleState, path: &str, make: bool, user: &str, group
         cur = parent(dir);
     }
     if !missing.is_empty() && !make {
-        return Err(Error::not_found(format!("parent directory {} does not exist", missing[0])));
+        return Err(Error::not_found(format!(
+            "parent directory {} does not exist",
+            missing[0]
+        )));
     }
     for d in missing {
-        p.files.insert(d, FileState { directory: true, content: String::new(), permissions: 0o755, user: user.into(), group: group.into() });
+        p.files.insert(
+            d,
+            FileState {
+                directory: true,
+                content: String::new(),
+                permissions: 0o755,
+                user: user.into(),
+                group: group.into(),
+            },
+        );
     }
     Ok(())
 }
@@ -265,15 +313,25 @@ fn ensure_parents(p: &mut PebbleState, path: &str, make: bool, user: &str, group
 #[async_trait]
 impl Pebble for UnitSession {
     async fn system_info(&self) -> CapResult<SystemInfo> {
-        self.with_pebble("get-system-info", |_, _| Ok(SystemInfo { version: "1.32.1".into() }))
+        self.with_pebble("get-system-info", |_, _| {
+            Ok(SystemInfo {
+                version: "1.32.1".into(),
+            })
+        })
     }
 
     async fn plan(&self) -> CapResult<Plan> {
         self.with_pebble("get-plan", |p, _| {
             let (services, checks) = combined(p);
             Ok(Plan {
-                services: services.iter().map(|(n, s)| (n.clone(), service_spec(s))).collect(),
-                checks: checks.iter().map(|(n, c)| (n.clone(), check_spec(c))).collect(),
+                services: services
+                    .iter()
+                    .map(|(n, s)| (n.clone(), service_spec(s)))
+                    .collect(),
+                checks: checks
+                    .iter()
+                    .map(|(n, c)| (n.clone(), check_spec(c)))
+                    .collect(),
             })
         })
     }
@@ -282,12 +340,22 @@ impl Pebble for UnitSession {
         self.with_pebble("add-layer", |p, _| {
             let new = LayerState {
                 label: label.clone(),
-                services: layer.services.iter().map(|(n, s)| (n.clone(), service_def(s))).collect(),
-                checks: layer.checks.iter().map(|(n, c)| (n.clone(), check_def(c))).collect(),
+                services: layer
+                    .services
+                    .iter()
+                    .map(|(n, s)| (n.clone(), service_def(s)))
+                    .collect(),
+                checks: layer
+                    .checks
+                    .iter()
+                    .map(|(n, c)| (n.clone(), check_def(c)))
+                    .collect(),
             };
             validate(&new)?;
             match p.layers.iter_mut().find(|l| l.label == label) {
-                Some(_) if !combine => Err(Error::conflict(format!("layer \"{label}\" already exists"))),
+                Some(_) if !combine => {
+                    Err(Error::conflict(format!("layer \"{label}\" already exists")))
+                }
                 Some(existing) => {
                     for (n, s) in new.services {
                         match (s.override_.as_str(), existing.services.get_mut(&n)) {
@@ -358,10 +426,19 @@ impl Pebble for UnitSession {
         })
     }
 
-    async fn push(&self, path: String, content: Vec<u8>, permissions: Option<u32>, owner: FileOwner, make_dirs: bool) -> CapResult<()> {
+    async fn push(
+        &self,
+        path: String,
+        content: Vec<u8>,
+        permissions: Option<u32>,
+        owner: FileOwner,
+        make_dirs: bool,
+    ) -> CapResult<()> {
         self.with_pebble("push", |p, _| {
             if !path.starts_with('/') {
-                return Err(Error::invalid(format!("paths must be absolute, got {path:?}")));
+                return Err(Error::invalid(format!(
+                    "paths must be absolute, got {path:?}"
+                )));
             }
             let user = owner.user.clone().unwrap_or_else(|| "root".into());
             let group = owner.group.clone().unwrap_or_else(|| user.clone());
@@ -387,7 +464,9 @@ impl Pebble for UnitSession {
         self.with_pebble("pull", |p, _| match p.files.get(&path) {
             Some(f) if !f.directory => Ok(f.content.clone().into_bytes()),
             Some(_) => Err(Error::invalid(format!("{path} is a directory"))),
-            None => Err(Error::not_found(format!("stat {path}: no such file or directory"))),
+            None => Err(Error::not_found(format!(
+                "stat {path}: no such file or directory"
+            ))),
         })
     }
 
@@ -397,13 +476,14 @@ impl Pebble for UnitSession {
 
     async fn list_files(&self, path: String, itself: bool) -> CapResult<Vec<FileInfo>> {
         self.with_pebble("list-files", |p, _| {
-            let f = p.files.get(&path).ok_or_else(|| Error::not_found(format!("stat {path}: no such file or directory")))?;
+            let f = p.files.get(&path).ok_or_else(|| {
+                Error::not_found(format!("stat {path}: no such file or directory"))
+            })?;
             if itself || !f.directory {
                 return Ok(vec![file_info(&path, f)]);
             }
             let prefix = format!("{}/", path.trim_end_matches('/'));
-            Ok(p
-                .files
+            Ok(p.files
                 .iter()
                 .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
                 .map(|(k, f)| file_info(k, f))
@@ -411,7 +491,13 @@ impl Pebble for UnitSession {
         })
     }
 
-    async fn make_dir(&self, path: String, make_parents: bool, permissions: Option<u32>, owner: FileOwner) -> CapResult<()> {
+    async fn make_dir(
+        &self,
+        path: String,
+        make_parents: bool,
+        permissions: Option<u32>,
+        owner: FileOwner,
+    ) -> CapResult<()> {
         self.with_pebble("make-dir", |p, _| {
             let user = owner.user.clone().unwrap_or_else(|| "root".into());
             let group = owner.group.clone().unwrap_or_else(|| user.clone());
@@ -422,7 +508,16 @@ impl Pebble for UnitSession {
                 return Err(Error::conflict(format!("mkdir {path}: file exists")));
             }
             ensure_parents(p, &path, make_parents, &user, &group)?;
-            p.files.insert(path.clone(), FileState { directory: true, content: String::new(), permissions: permissions.unwrap_or(0o755), user, group });
+            p.files.insert(
+                path.clone(),
+                FileState {
+                    directory: true,
+                    content: String::new(),
+                    permissions: permissions.unwrap_or(0o755),
+                    user,
+                    group,
+                },
+            );
             Ok(())
         })
     }
@@ -430,12 +525,16 @@ impl Pebble for UnitSession {
     async fn remove_path(&self, path: String, recursive: bool) -> CapResult<()> {
         self.with_pebble("remove-path", |p, _| {
             if !p.files.contains_key(&path) {
-                return Err(Error::not_found(format!("remove {path}: no such file or directory")));
+                return Err(Error::not_found(format!(
+                    "remove {path}: no such file or directory"
+                )));
             }
             let prefix = format!("{}/", path.trim_end_matches('/'));
             let children = p.files.keys().any(|k| k.starts_with(&prefix));
             if children && !recursive {
-                return Err(Error::invalid(format!("remove {path}: directory not empty")));
+                return Err(Error::invalid(format!(
+                    "remove {path}: directory not empty"
+                )));
             }
             p.files.retain(|k, _| k != &path && !k.starts_with(&prefix));
             Ok(())
@@ -447,7 +546,11 @@ impl Pebble for UnitSession {
             let argv = request.command.clone();
             let line = argv.join(" ");
             p.exec_log.push(line.clone());
-            let ok = |stdout: &str| ExecOutput { exit_code: 0, stdout: stdout.as_bytes().to_vec(), stderr: vec![] };
+            let ok = |stdout: &str| ExecOutput {
+                exit_code: 0,
+                stdout: stdout.as_bytes().to_vec(),
+                stderr: vec![],
+            };
             match argv.first().map(String::as_str) {
                 Some("chown") => {
                     // chown [-R] user:group path
@@ -463,16 +566,33 @@ impl Pebble for UnitSession {
                         (_, Some(path)) => Ok(ExecOutput {
                             exit_code: 1,
                             stdout: vec![],
-                            stderr: format!("chown: cannot access '{path}': No such file or directory\n").into_bytes(),
+                            stderr: format!(
+                                "chown: cannot access '{path}': No such file or directory\n"
+                            )
+                            .into_bytes(),
                         }),
-                        _ => Ok(ExecOutput { exit_code: 1, stdout: vec![], stderr: b"chown: missing operand\n".to_vec() }),
+                        _ => Ok(ExecOutput {
+                            exit_code: 1,
+                            stdout: vec![],
+                            stderr: b"chown: missing operand\n".to_vec(),
+                        }),
                     }
                 }
-                Some("update-ca-certificates") => Ok(ok("Updating certificates in /etc/ssl/certs...\n0 added, 0 removed; done.\n")),
+                Some("update-ca-certificates") => Ok(ok(
+                    "Updating certificates in /etc/ssl/certs...\n0 added, 0 removed; done.\n",
+                )),
                 Some("locale") => Ok(ok("C\nC.utf8\nPOSIX\nen_US.utf8\n")),
                 Some("true") => Ok(ok("")),
-                Some("false") => Ok(ExecOutput { exit_code: 1, stdout: vec![], stderr: vec![] }),
-                Some(cmd) => Ok(ExecOutput { exit_code: 127, stdout: vec![], stderr: format!("{cmd}: command not found\n").into_bytes() }),
+                Some("false") => Ok(ExecOutput {
+                    exit_code: 1,
+                    stdout: vec![],
+                    stderr: vec![],
+                }),
+                Some(cmd) => Ok(ExecOutput {
+                    exit_code: 127,
+                    stdout: vec![],
+                    stderr: format!("{cmd}: command not found\n").into_bytes(),
+                }),
                 None => Err(Error::invalid("exec needs a command")),
             }
         })
@@ -482,7 +602,9 @@ impl Pebble for UnitSession {
         self.with_pebble("send-signal", |p, _| {
             for s in &services {
                 if p.running.get(s) != Some(&ServiceRun::Active) {
-                    return Err(Error::invalid(format!("cannot send signal to \"{s}\": service is not running")));
+                    return Err(Error::invalid(format!(
+                        "cannot send signal to \"{s}\": service is not running"
+                    )));
                 }
                 p.signals.push((signal.clone(), s.clone()));
             }

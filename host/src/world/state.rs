@@ -71,7 +71,11 @@ pub struct ModelInfo {
 
 impl Default for ModelInfo {
     fn default() -> Self {
-        ModelInfo { name: "dev".into(), uuid: "00000000-0000-4000-8000-000000000000".into(), juju_version: "3.6.11".into() }
+        ModelInfo {
+            name: "dev".into(),
+            uuid: "00000000-0000-4000-8000-000000000000".into(),
+            juju_version: "3.6.11".into(),
+        }
     }
 }
 
@@ -105,8 +109,15 @@ pub struct StatusState {
 
 impl std::fmt::Display for StatusState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let k = serde_json::to_value(self.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-        if self.message.is_empty() { write!(f, "{k}") } else { write!(f, "{k}: {}", self.message) }
+        let k = serde_json::to_value(self.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        if self.message.is_empty() {
+            write!(f, "{k}")
+        } else {
+            write!(f, "{k}: {}", self.message)
+        }
     }
 }
 
