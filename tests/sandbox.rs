@@ -23,11 +23,19 @@ fn world() -> World {
 }
 
 fn runtime(limits: Limits) -> Runtime {
-    Runtime::new(RuntimeConfig { limits, cache_dir: None }).unwrap()
+    Runtime::new(RuntimeConfig {
+        limits,
+        cache_dir: None,
+    })
+    .unwrap()
 }
 
 fn tight() -> Limits {
-    Limits { memory_bytes: 32 << 20, wasm_deadline: Duration::from_millis(300), ..Limits::default() }
+    Limits {
+        memory_bytes: 32 << 20,
+        wasm_deadline: Duration::from_millis(300),
+        ..Limits::default()
+    }
 }
 
 fn custom(name: &str) -> Event {
@@ -44,7 +52,11 @@ async fn hostile(rt: &Runtime, event: &str) -> Result<Outcome, Failure> {
 
 /// The host is still able to run a well-behaved event afterwards.
 async fn survives(rt: &Runtime) {
-    assert_eq!(hostile(rt, "fine").await, Ok(Outcome::Done), "the host must run the next event normally");
+    assert_eq!(
+        hostile(rt, "fine").await,
+        Ok(Outcome::Done),
+        "the host must run the next event normally"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,8 +64,17 @@ async fn infinite_loop_hits_the_wasm_deadline() {
     let rt = runtime(tight());
     let started = std::time::Instant::now();
     let r = hostile(&rt, "loop").await;
-    assert_eq!(r, Err(Failure::Deadline { limit: Duration::from_millis(300) }));
-    assert!(started.elapsed() < Duration::from_secs(5), "stopped promptly, took {:?}", started.elapsed());
+    assert_eq!(
+        r,
+        Err(Failure::Deadline {
+            limit: Duration::from_millis(300)
+        })
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped promptly, took {:?}",
+        started.elapsed()
+    );
     survives(&rt).await;
 }
 
@@ -61,7 +82,9 @@ async fn infinite_loop_hits_the_wasm_deadline() {
 async fn memory_bomb_is_reported_as_out_of_memory_not_a_panic() {
     let rt = runtime(tight());
     match hostile(&rt, "memory-bomb").await {
-        Err(Failure::OutOfMemory { detail }) => assert!(detail.contains("limit 32 MiB"), "{detail}"),
+        Err(Failure::OutOfMemory { detail }) => {
+            assert!(detail.contains("limit 32 MiB"), "{detail}")
+        }
         other => panic!("expected out-of-memory, got {other:?}"),
     }
     survives(&rt).await;
@@ -83,7 +106,9 @@ async fn deep_recursion_is_a_stack_overflow_trap() {
 async fn shadow_stack_exhaustion_is_an_out_of_bounds_trap() {
     let rt = runtime(tight());
     match hostile(&rt, "deep-recursion-shadow-stack").await {
-        Err(Failure::Trap { message }) => assert!(message.contains("out of bounds memory access"), "{message}"),
+        Err(Failure::Trap { message }) => {
+            assert!(message.contains("out of bounds memory access"), "{message}")
+        }
         other => panic!("expected an out-of-bounds trap, got {other:?}"),
     }
     survives(&rt).await;
@@ -93,7 +118,10 @@ async fn shadow_stack_exhaustion_is_an_out_of_bounds_trap() {
 async fn panic_is_reported_with_its_message() {
     let rt = runtime(tight());
     match hostile(&rt, "panic").await {
-        Err(Failure::Panic { message }) => assert!(message.contains("hostile plugin panicked on purpose"), "{message}"),
+        Err(Failure::Panic { message }) => assert!(
+            message.contains("hostile plugin panicked on purpose"),
+            "{message}"
+        ),
         other => panic!("expected a panic, got {other:?}"),
     }
     survives(&rt).await;
@@ -101,11 +129,17 @@ async fn panic_is_reported_with_its_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn huge_argument_is_refused_by_the_host() {
-    let rt = runtime(Limits { memory_bytes: 128 << 20, ..tight() });
+    let rt = runtime(Limits {
+        memory_bytes: 128 << 20,
+        ..tight()
+    });
     match hostile(&rt, "huge-string").await {
         Err(Failure::Plugin { message }) => {
             assert!(message.contains("Invalid"), "{message}");
-            assert!(message.contains("exceeds the host limit of 4194304 bytes"), "{message}");
+            assert!(
+                message.contains("exceeds the host limit of 4194304 bytes"),
+                "{message}"
+            );
         }
         other => panic!("expected the host to refuse the argument, got {other:?}"),
     }
@@ -117,7 +151,9 @@ async fn files_environment_and_sockets_are_denied() {
     let rt = runtime(tight());
     for event in ["read-file", "read-env", "open-socket"] {
         match hostile(&rt, event).await {
-            Err(Failure::Plugin { message }) => assert!(message.starts_with("denied:"), "{event}: {message}"),
+            Err(Failure::Plugin { message }) => {
+                assert!(message.starts_with("denied:"), "{event}: {message}")
+            }
             other => panic!("{event}: expected a denial, got {other:?}"),
         }
     }
@@ -144,20 +180,36 @@ async fn waiting_in_capabilities_does_not_count_against_the_wasm_deadline() {
     let (mut caps, _) = world().capabilities(UNIT);
     caps.clock = Arc::new(SystemClock);
     let report = rt.run(&plugin, custom("sleep"), caps, false).await;
-    assert_eq!(report.result, Ok(Outcome::Done), "1.2 s of real waits under a 300 ms wasm deadline");
-    assert!(report.host_time >= Duration::from_millis(1200), "{:?}", report.host_time);
+    assert_eq!(
+        report.result,
+        Ok(Outcome::Done),
+        "1.2 s of real waits under a 300 ms wasm deadline"
+    );
+    assert!(
+        report.host_time >= Duration::from_millis(1200),
+        "{:?}",
+        report.host_time
+    );
 }
 
 /// ...but the whole event is bounded.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_whole_event_is_bounded() {
-    let rt = runtime(Limits { event_timeout: Duration::from_millis(500), ..tight() });
+    let rt = runtime(Limits {
+        event_timeout: Duration::from_millis(500),
+        ..tight()
+    });
     let dir = plugins_dir(&[("sleep", "recorder")]);
     let plugin = rt.load(dir.path(), "sleep").unwrap();
     let (mut caps, _) = world().capabilities(UNIT);
     caps.clock = Arc::new(SystemClock);
     let report = rt.run(&plugin, custom("sleep"), caps, false).await;
-    assert_eq!(report.result, Err(Failure::EventTimeout { limit: Duration::from_millis(500) }));
+    assert_eq!(
+        report.result,
+        Err(Failure::EventTimeout {
+            limit: Duration::from_millis(500)
+        })
+    );
 }
 
 // ------------------------------------------------------------------ deferral
@@ -168,25 +220,48 @@ fn state(world: &World, key: &str) -> Option<String> {
 
 fn set(world: &World, key: &str, value: &str) {
     world.with_state(|s| {
-        s.units.get_mut(UNIT).unwrap().state.insert(key.into(), value.into());
+        s.units
+            .get_mut(UNIT)
+            .unwrap()
+            .state
+            .insert(key.into(), value.into());
     });
 }
 
 fn queued(world: &World) -> Vec<String> {
     match state(world, QUEUE_KEY) {
         None => vec![],
-        Some(raw) => charm_host::dispatch::Queue::parse(&raw).unwrap().notices.into_iter().map(|n| n.event.name).collect(),
+        Some(raw) => charm_host::dispatch::Queue::parse(&raw)
+            .unwrap()
+            .notices
+            .into_iter()
+            .map(|n| n.event.name)
+            .collect(),
     }
 }
 
-async fn dispatch(rt: &Runtime, dir: &std::path::Path, world: &World, event: &str) -> Result<(), String> {
+async fn dispatch(
+    rt: &Runtime,
+    dir: &std::path::Path,
+    world: &World,
+    event: &str,
+) -> Result<(), String> {
     let d = Dispatcher::new(rt, dir);
     let (caps, _) = world.capabilities(UNIT);
-    d.dispatch(&caps, custom(event)).await.map(|_| ()).map_err(|e| e.to_string())
+    d.dispatch(&caps, custom(event))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn recorder_dir() -> tempfile::TempDir {
-    plugins_dir(&[("a", "recorder"), ("b", "recorder"), ("c", "recorder"), ("fail", "recorder"), ("touch-reserved", "recorder")])
+    plugins_dir(&[
+        ("a", "recorder"),
+        ("b", "recorder"),
+        ("c", "recorder"),
+        ("fail", "recorder"),
+        ("touch-reserved", "recorder"),
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -202,7 +277,11 @@ async fn deferred_events_are_re_emitted_first_in_fifo_order() {
     set(&w, "defer-a", "no");
     set(&w, "log", "");
     dispatch(&rt, dir.path(), &w, "c").await.unwrap();
-    assert_eq!(state(&w, "log").unwrap(), "a*;b*;c;", "queued events first, oldest first, then the new one");
+    assert_eq!(
+        state(&w, "log").unwrap(),
+        "a*;b*;c;",
+        "queued events first, oldest first, then the new one"
+    );
     assert_eq!(queued(&w), ["b"], "a completed and left; b deferred again");
 }
 
@@ -246,9 +325,20 @@ async fn a_failed_dispatch_persists_nothing() {
     set(&w, "defer-a", "no");
     set(&w, "log", "before;");
     let err = dispatch(&rt, dir.path(), &w, "fail").await.unwrap_err();
-    assert_eq!(err, "plugin fail failed on event fail: returned an error: failed on purpose");
-    assert_eq!(queued(&w), ["a"], "the re-emitted event that completed is still queued: the dispatch failed");
-    assert_eq!(state(&w, "log").unwrap(), "before;", "no Juju write of the failed dispatch was committed");
+    assert_eq!(
+        err,
+        "plugin fail failed on event fail: returned an error: failed on purpose"
+    );
+    assert_eq!(
+        queued(&w),
+        ["a"],
+        "the re-emitted event that completed is still queued: the dispatch failed"
+    );
+    assert_eq!(
+        state(&w, "log").unwrap(),
+        "before;",
+        "no Juju write of the failed dispatch was committed"
+    );
     // Juju retries; the next successful dispatch runs the deferred event.
     dispatch(&rt, dir.path(), &w, "nothing-here").await.unwrap();
     assert_eq!(queued(&w), Vec::<String>::new());
@@ -263,11 +353,18 @@ async fn a_corrupt_queue_is_kept_aside_and_the_hook_still_runs() {
     set(&w, QUEUE_KEY, "{not json");
     dispatch(&rt, dir.path(), &w, "a").await.unwrap();
     let s = w.state().units[UNIT].state.clone();
-    let aside: Vec<_> = s.iter().filter(|(k, _)| k.starts_with(CORRUPT_KEY_PREFIX)).collect();
+    let aside: Vec<_> = s
+        .iter()
+        .filter(|(k, _)| k.starts_with(CORRUPT_KEY_PREFIX))
+        .collect();
     assert_eq!(aside.len(), 1, "{s:?}");
     assert_eq!(aside[0].1, "{not json");
     assert_eq!(state(&w, "log").unwrap(), "a;");
-    assert_eq!(state(&w, QUEUE_KEY), None, "the broken key was replaced by an empty queue");
+    assert_eq!(
+        state(&w, QUEUE_KEY),
+        None,
+        "the broken key was replaced by an empty queue"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -275,8 +372,13 @@ async fn plugins_cannot_touch_the_hosts_queue_key() {
     let rt = runtime(tight());
     let dir = recorder_dir();
     let w = world();
-    let err = dispatch(&rt, dir.path(), &w, "touch-reserved").await.unwrap_err();
-    assert!(err.contains("Forbidden: state key \"charm-host.deferred\" is reserved for the host"), "{err}");
+    let err = dispatch(&rt, dir.path(), &w, "touch-reserved")
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("Forbidden: state key \"charm-host.deferred\" is reserved for the host"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -289,16 +391,30 @@ async fn an_action_never_defers_and_its_failure_becomes_action_fail() {
     let d = Dispatcher::new(&rt, dir.path());
     let (caps, _) = w.capabilities(UNIT);
     let mut ev = Event::bare("slow-action", EventKind::Action);
-    ev.action = Some(charm_host::bindings::types::ActionEvent { name: "slow-action".into(), uuid: "1".into(), params: vec![] });
+    ev.action = Some(charm_host::bindings::types::ActionEvent {
+        name: "slow-action".into(),
+        uuid: "1".into(),
+        params: vec![],
+    });
     let report = d.dispatch(&caps, ev).await.unwrap();
-    assert_eq!(report.action_failed.as_deref(), Some("actions cannot be deferred"));
+    assert_eq!(
+        report.action_failed.as_deref(),
+        Some("actions cannot be deferred")
+    );
     assert!(report.queue.notices.is_empty());
     let mut ev = Event::bare("fail-action", EventKind::Action);
-    ev.action = Some(charm_host::bindings::types::ActionEvent { name: "fail-action".into(), uuid: "2".into(), params: vec![] });
+    ev.action = Some(charm_host::bindings::types::ActionEvent {
+        name: "fail-action".into(),
+        uuid: "2".into(),
+        params: vec![],
+    });
     let (caps, _) = w.capabilities(UNIT);
     let report = d.dispatch(&caps, ev).await.unwrap();
     assert_eq!(report.action_failed.as_deref(), Some("failed on purpose"));
-    assert_eq!(w.state().action.unwrap().failed.as_deref(), Some("failed on purpose"));
+    assert_eq!(
+        w.state().action.unwrap().failed.as_deref(),
+        Some("failed on purpose")
+    );
 }
 
 // ------------------------------------------------------------------ hot swap and cache
@@ -309,49 +425,98 @@ async fn replacing_a_plugin_file_changes_the_next_dispatch() {
     let dir = plugins_dir(&[("defer", "recorder")]);
     let w = world();
     dispatch(&rt, dir.path(), &w, "defer").await.unwrap();
-    assert_eq!(queued(&w), Vec::<String>::new(), "the recorder completes `defer`");
+    assert_eq!(
+        queued(&w),
+        Vec::<String>::new(),
+        "the recorder completes `defer`"
+    );
     install(dir.path(), "defer", "hostile");
     dispatch(&rt, dir.path(), &w, "defer").await.unwrap();
-    assert_eq!(queued(&w), ["defer"], "the hostile plugin defers `defer`: same host, new behaviour");
+    assert_eq!(
+        queued(&w),
+        ["defer"],
+        "the hostile plugin defers `defer`: same host, new behaviour"
+    );
 }
 
 #[test]
 fn the_compiled_code_cache_rejects_a_tampered_entry_and_rebuilds_it() {
     let cache = tempfile::tempdir().unwrap();
     let dir = plugins_dir(&[("hostile", "hostile")]);
-    let fresh = || Runtime::new(RuntimeConfig { limits: tight(), cache_dir: Some(cache.path().into()) }).unwrap();
-    assert_eq!(fresh().load(dir.path(), "hostile").unwrap().cache, CacheOutcome::Compiled);
-    assert_eq!(fresh().load(dir.path(), "hostile").unwrap().cache, CacheOutcome::Hit);
-    let entry = std::fs::read_dir(cache.path()).unwrap().next().unwrap().unwrap().path();
+    let fresh = || {
+        Runtime::new(RuntimeConfig {
+            limits: tight(),
+            cache_dir: Some(cache.path().into()),
+        })
+        .unwrap()
+    };
+    assert_eq!(
+        fresh().load(dir.path(), "hostile").unwrap().cache,
+        CacheOutcome::Compiled
+    );
+    assert_eq!(
+        fresh().load(dir.path(), "hostile").unwrap().cache,
+        CacheOutcome::Hit
+    );
+    let entry = std::fs::read_dir(cache.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&entry).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&entry, &bytes).unwrap();
-    assert_eq!(fresh().load(dir.path(), "hostile").unwrap().cache, CacheOutcome::Rebuilt);
-    assert_eq!(fresh().load(dir.path(), "hostile").unwrap().cache, CacheOutcome::Hit, "the rebuilt entry is good");
+    assert_eq!(
+        fresh().load(dir.path(), "hostile").unwrap().cache,
+        CacheOutcome::Rebuilt
+    );
+    assert_eq!(
+        fresh().load(dir.path(), "hostile").unwrap().cache,
+        CacheOutcome::Hit,
+        "the rebuilt entry is good"
+    );
 }
 
 #[test]
 fn missing_and_broken_plugin_files_are_named() {
     let rt = runtime(tight());
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(rt.load(dir.path(), "install"), Err(Failure::Missing { .. })));
+    assert!(matches!(
+        rt.load(dir.path(), "install"),
+        Err(Failure::Missing { .. })
+    ));
     std::fs::write(dir.path().join("install.wasm"), b"garbage").unwrap();
     let err = rt.load(dir.path(), "install").err().unwrap();
-    assert!(err.to_string().contains("install.wasm is not a valid component: not a WebAssembly binary"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("install.wasm is not a valid component: not a WebAssembly binary"),
+        "{err}"
+    );
     let mut truncated = std::fs::read(test_plugin("hostile")).unwrap();
     truncated.truncate(truncated.len() / 2);
     std::fs::write(dir.path().join("install.wasm"), truncated).unwrap();
-    assert!(matches!(rt.load(dir.path(), "install"), Err(Failure::Invalid { .. })));
+    assert!(matches!(
+        rt.load(dir.path(), "install"),
+        Err(Failure::Invalid { .. })
+    ));
 }
 
 #[test]
 fn an_unwritable_cache_directory_loses_nothing() {
     let file = tempfile::NamedTempFile::new().unwrap();
     // A regular file where the directory should be: nothing can be written under it.
-    let rt = Runtime::new(RuntimeConfig { limits: tight(), cache_dir: Some(file.path().join("cache")) }).unwrap();
+    let rt = Runtime::new(RuntimeConfig {
+        limits: tight(),
+        cache_dir: Some(file.path().join("cache")),
+    })
+    .unwrap();
     let dir = plugins_dir(&[("hostile", "hostile")]);
-    assert_eq!(rt.load(dir.path(), "hostile").unwrap().cache, CacheOutcome::CompiledUncached);
+    assert_eq!(
+        rt.load(dir.path(), "hostile").unwrap().cache,
+        CacheOutcome::CompiledUncached
+    );
 }
 
 // ------------------------------------------------------------------ the binary
@@ -361,7 +526,11 @@ fn the_binary_reports_one_clear_line_and_exits_non_zero() {
     let dir = plugins_dir(&[("loop", "hostile")]);
     let tmp = tempfile::tempdir().unwrap();
     let world_file = tmp.path().join("world.yaml");
-    std::fs::write(&world_file, serde_yaml::to_string(&world().state()).unwrap()).unwrap();
+    std::fs::write(
+        &world_file,
+        serde_yaml::to_string(&world().state()).unwrap(),
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_charm-host"))
         .args(["dispatch", "--wasm-deadline", "0.3", "--world"])
         .arg(&world_file)
@@ -393,8 +562,16 @@ fn the_binary_refuses_bad_input_with_a_message_naming_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("world state {} is invalid", bad.display())), "{stderr}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_charm-host")).args(["dispatch", "--world"]).arg(&bad).env_remove("JUJU_DISPATCH_PATH").output().unwrap();
+    assert!(
+        stderr.contains(&format!("world state {} is invalid", bad.display())),
+        "{stderr}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_charm-host"))
+        .args(["dispatch", "--world"])
+        .arg(&bad)
+        .env_remove("JUJU_DISPATCH_PATH")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("JUJU_DISPATCH_PATH is not set"));
 }

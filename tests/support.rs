@@ -4,13 +4,20 @@
 use std::path::{Path, PathBuf};
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A component built by `cargo xtask build`; a clear failure when it is missing.
 pub fn component(dir: &str, name: &str) -> PathBuf {
     let p = root().join("target").join(dir).join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} is missing: run `cargo xtask build` (or `cargo xtask test`) first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask build` (or `cargo xtask test`) first",
+        p.display()
+    );
     p
 }
 
