@@ -7,6 +7,7 @@
 //! - [`dispatch`]: Juju's dispatch contract: the event from the environment, deferral, commit.
 //! - [`world`]: the simulated world, an in-memory implementation of every capability.
 
+pub mod bench;
 pub mod bindings;
 pub mod capability;
 pub mod dispatch;

@@ -111,6 +111,24 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Measure the figures of docs/BENCHMARKS.md (use a release build).
+    Bench {
+        #[command(flatten)]
+        common: Common,
+        /// Plugins to measure (default: leader-elected and postgresql-pebble-ready).
+        #[arg(long = "plugin", id = "plugin")]
+        plugin_names: Vec<String>,
+        /// Directory of `<plugin>.yaml` states to run them in.
+        #[arg(long, default_value = "tests/data/bench")]
+        states: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        iterations: usize,
+        /// Unit counts for the simulate figure.
+        #[arg(long = "sim-units", default_values_t = vec![3, 10, 50])]
+        sim_units: Vec<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Compile every plugin into the cache ahead of the first hook.
     Precompile {
         #[command(flatten)]
@@ -212,6 +230,38 @@ fn write_world(path: &Path, world: &World) -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Bench {
+            common,
+            plugin_names: plugins,
+            states,
+            iterations,
+            sim_units,
+            json,
+        } => {
+            let plugins = if plugins.is_empty() {
+                vec![
+                    "leader-elected".to_string(),
+                    "postgresql-pebble-ready".to_string(),
+                ]
+            } else {
+                plugins
+            };
+            let cfg = charm_host::bench::BenchConfig {
+                plugins_dir: common.plugins_dir(),
+                states_dir: states,
+                plugins,
+                iterations,
+                exe: std::env::current_exe()?,
+                sim_units,
+            };
+            let figures = charm_host::bench::run(&cfg).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                print!("{}", charm_host::bench::render(&figures));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate {
             common,
             units,

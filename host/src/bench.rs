@@ -1,0 +1,233 @@
+//! `charm-host bench`: the numbers behind docs/BENCHMARKS.md, measured, not asserted.
+//!
+//! Run it from a release build (`cargo xtask build --release`): a debug host JIT-compiles and
+//! runs everything many times slower.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::bindings::{Event, EventKind};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::simulate::{SimConfig, Simulator, Story};
+use crate::world::{World, WorldState};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub median: String,
+    pub detail: String,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// A state for `plugin`'s event, from the bench world file when there is one.
+fn bench_state(states_dir: &Path, plugin: &str) -> anyhow::Result<WorldState> {
+    let f = states_dir.join(format!("{plugin}.yaml"));
+    let f = if f.exists() {
+        f
+    } else {
+        states_dir.join("demo-world.yaml")
+    };
+    let text = std::fs::read_to_string(&f)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
+    Ok(serde_yaml::from_str(&text)?)
+}
+
+pub struct BenchConfig {
+    pub plugins_dir: PathBuf,
+    /// Where per-plugin states live (`<plugin>.yaml`, else `demo-world.yaml`).
+    pub states_dir: PathBuf,
+    pub plugins: Vec<String>,
+    pub iterations: usize,
+    /// The `charm-host` binary, for whole-process figures.
+    pub exe: PathBuf,
+    pub sim_units: Vec<u32>,
+}
+
+pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    for plugin in &cfg.plugins {
+        let loaded = runtime
+            .load(&cfg.plugins_dir, plugin)
+            .map_err(|f| anyhow::anyhow!("{plugin}: {f}"))?;
+        let state = bench_state(&cfg.states_dir, plugin)?;
+        let unit = state
+            .leader
+            .clone()
+            .or_else(|| state.units.keys().next().cloned())
+            .unwrap_or_default();
+        let event = crate::scenario::event_for(&state, &unit, plugin, &Default::default())
+            .unwrap_or_else(|_| Event::bare(plugin.as_str(), EventKind::Custom));
+        // instantiate + call, in-process: a fresh Store per event, the world built beforehand.
+        let mut samples = Vec::with_capacity(cfg.iterations);
+        for _ in 0..cfg.iterations {
+            let world = World::new(state.clone());
+            let (caps, _) = world.capabilities(&unit);
+            let t = Instant::now();
+            let r = runtime.run(&loaded, event.clone(), caps, false).await;
+            samples.push(t.elapsed());
+            if let Err(f) = r.result {
+                anyhow::bail!("{plugin} failed during the benchmark: {f}");
+            }
+        }
+        figures.push(Figure {
+            name: format!("instantiate+call in-process: {plugin}"),
+            median: us(median(samples.clone())),
+            detail: format!("p90 {}, {} runs", us(pct(samples, 0.9)), cfg.iterations),
+        });
+        // Scenario runs per second (world from the state, dispatch with the queue, commit).
+        let t = Instant::now();
+        let n = cfg.iterations;
+        for _ in 0..n {
+            crate::scenario::run(
+                &runtime,
+                &cfg.plugins_dir,
+                state.clone(),
+                Some(&unit),
+                event.clone(),
+                false,
+            )
+            .await?;
+        }
+        let per_sec = n as f64 / t.elapsed().as_secs_f64();
+        figures.push(Figure {
+            name: format!("scenario runs per second (1 thread): {plugin}"),
+            median: format!("{per_sec:.0} /s"),
+            detail: format!("{n} runs in {}", ms(t.elapsed())),
+        });
+        figures.extend(whole_process(cfg, plugin, &state, &unit)?);
+    }
+    for &units in &cfg.sim_units {
+        let mut samples = Vec::new();
+        let mut dispatches = 0;
+        let mut converged = true;
+        for seed in 1..=3 {
+            let t = Instant::now();
+            let r = Simulator::new(
+                &runtime,
+                &cfg.plugins_dir,
+                SimConfig {
+                    units,
+                    seed,
+                    story: Story::Deploy,
+                    ..Default::default()
+                },
+            )
+            .run()
+            .await;
+            samples.push(t.elapsed());
+            dispatches = r.dispatches;
+            converged &= r.converged;
+        }
+        figures.push(Figure {
+            name: format!("simulate --units {units} --story deploy (wall)"),
+            median: ms(median(samples)),
+            detail: format!(
+                "{dispatches} dispatches, {}, seeds 1-3",
+                if converged {
+                    "converged"
+                } else {
+                    "NOT converged"
+                }
+            ),
+        });
+    }
+    Ok(figures)
+}
+
+/// `charm-host dispatch` as a whole process: cold (empty cache) and warm, with peak RSS.
+fn whole_process(
+    cfg: &BenchConfig,
+    plugin: &str,
+    state: &WorldState,
+    unit: &str,
+) -> anyhow::Result<Vec<Figure>> {
+    let tmp = std::env::temp_dir().join(format!("charm-host-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let world_file = tmp.join("world.yaml");
+    let cache = tmp.join("cache");
+    let text = serde_yaml::to_string(state)?;
+    let once = |cold: bool| -> anyhow::Result<Duration> {
+        if cold {
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+        std::fs::write(&world_file, &text)?;
+        let t = Instant::now();
+        let out = std::process::Command::new(&cfg.exe)
+            .args(["dispatch", "--world"])
+            .arg(&world_file)
+            .args(["--unit", unit, "--event", plugin, "--plugins"])
+            .arg(&cfg.plugins_dir)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env("CHARM_HOST_LOG", "error")
+            .output()?;
+        let d = t.elapsed();
+        if !out.status.success() {
+            anyhow::bail!(
+                "dispatch of {plugin} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(d)
+    };
+    let cold: Vec<Duration> = (0..5).map(|_| once(true)).collect::<anyhow::Result<_>>()?;
+    once(false)?;
+    let runs = cfg.iterations.clamp(20, 200);
+    let warm: Vec<Duration> = (0..runs)
+        .map(|_| once(false))
+        .collect::<anyhow::Result<_>>()?;
+    let rss_kib = peak_child_rss_kib();
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(vec![
+        Figure {
+            name: format!("whole-process dispatch, warm cache: {plugin}"),
+            median: ms(median(warm.clone())),
+            detail: format!(
+                "p90 {}, {runs} runs, peak RSS {:.1} MiB",
+                ms(pct(warm, 0.9)),
+                rss_kib as f64 / 1024.0
+            ),
+        },
+        Figure {
+            name: format!("whole-process dispatch, cold (compile + cache): {plugin}"),
+            median: ms(median(cold)),
+            detail: "5 runs".into(),
+        },
+    ])
+}
+
+/// The largest resident set of any child process waited for so far.
+fn peak_child_rss_kib() -> i64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u.ru_maxrss
+    }
+}
+
+pub fn render(figures: &[Figure]) -> String {
+    let mut out = format!("{:<62} {:>14}  {}\n", "benchmark", "median", "detail");
+    for f in figures {
+        out.push_str(&format!("{:<62} {:>14}  {}\n", f.name, f.median, f.detail));
+    }
+    out
+}

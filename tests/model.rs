@@ -1,0 +1,155 @@
+//! Scenario and model mode: determinism, hot swap, verdicts.
+
+mod support;
+
+use charm_host::runtime::{Runtime, RuntimeConfig};
+use charm_host::scenario;
+use charm_host::simulate::{SimConfig, Simulator, Story};
+use charm_host::world::WorldState;
+use support::{install, plugins_dir, root};
+
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig::default()).unwrap()
+}
+
+fn demo_state() -> WorldState {
+    serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("tests/data/demo-world.yaml")).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn timeline(rt: &Runtime, dir: &std::path::Path, seed: u64) -> String {
+    let cfg = SimConfig {
+        seed,
+        max_virtual_ms: 3_600_000,
+        ..SimConfig::default()
+    };
+    let r = Simulator::new(rt, dir, cfg).run().await;
+    serde_json::to_string(&r.timeline).unwrap()
+}
+
+/// Plugins that write databags and defer, so that the run has fan-out and re-emission.
+fn busy_plugins() -> tempfile::TempDir {
+    plugins_dir(&[
+        ("install", "recorder"),
+        ("config-changed", "recorder"),
+        ("leader-elected", "hostile"),
+        ("start", "recorder"),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_seed_gives_a_byte_identical_timeline() {
+    let rt = runtime();
+    let dir = busy_plugins();
+    let a = timeline(&rt, dir.path(), 42).await;
+    let b = timeline(&rt, dir.path(), 42).await;
+    assert_eq!(a, b);
+    let c = timeline(&rt, dir.path(), 43).await;
+    assert_ne!(a, c, "another seed interleaves the units differently");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scenario_changes_when_its_plugin_file_is_replaced() {
+    let rt = runtime();
+    let dir = plugins_dir(&[("defer", "recorder")]);
+    let state = demo_state();
+    let event =
+        scenario::event_for(&state, "postgresql-k8s/0", "defer", &Default::default()).unwrap();
+    let first = scenario::run(&rt, dir.path(), state.clone(), None, event.clone(), true)
+        .await
+        .unwrap();
+    assert_eq!(first.outcome(), "done");
+    assert_eq!(
+        first.calls("juju.state-set").len(),
+        1,
+        "the recorder logs its run"
+    );
+    install(dir.path(), "defer", "hostile");
+    let second = scenario::run(&rt, dir.path(), state, None, event, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        second.outcome(),
+        "defer",
+        "the variant defers: same host, no rebuild"
+    );
+    assert!(second.calls("juju.state-set").is_empty());
+    assert!(
+        second.diff().contains("charm-host.deferred"),
+        "the diff shows the queued event:\n{}",
+        second.diff()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scenario_refuses_an_inconsistent_state() {
+    let rt = runtime();
+    let dir = plugins_dir(&[]);
+    let mut state = demo_state();
+    state.leader = Some("postgresql-k8s/7".into());
+    let event =
+        scenario::event_for(&state, "postgresql-k8s/0", "install", &Default::default()).unwrap();
+    let err = scenario::run(
+        &rt,
+        dir.path(),
+        state,
+        Some("postgresql-k8s/0"),
+        event,
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("leader: postgresql-k8s/7 is not one of the units"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unconverged_deployment_names_its_units() {
+    let rt = runtime();
+    let dir = plugins_dir(&[]);
+    let cfg = SimConfig {
+        units: 2,
+        story: Story::Deploy,
+        max_virtual_ms: 1_200_000,
+        ..SimConfig::default()
+    };
+    let r = Simulator::new(&rt, dir.path(), cfg).run().await;
+    assert!(!r.converged);
+    assert!(
+        r.not_converged
+            .iter()
+            .any(|w| w.starts_with("postgresql-k8s/0: status unknown")),
+        "{:?}",
+        r.not_converged
+    );
+    assert!(
+        r.not_converged
+            .iter()
+            .any(|w| w.starts_with("postgresql-k8s/1:")),
+        "{:?}",
+        r.not_converged
+    );
+    assert!(r.render().contains("DID NOT CONVERGE"));
+}
+
+#[test]
+fn the_simulate_command_exits_non_zero_when_not_converged() {
+    let dir = plugins_dir(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_charm-host"))
+        .args(["simulate", "--units", "1", "--quiet", "--plugins"])
+        .arg(dir.path())
+        .env("CHARM_HOST_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("not converged: postgresql-k8s/0: status unknown"),
+        "{stdout}"
+    );
+}
