@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod bindings;
 pub mod capability;
+pub mod crash;
 pub mod dispatch;
 pub mod runtime;
 pub mod scenario;

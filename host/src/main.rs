@@ -221,9 +221,11 @@ fn read_world(path: &Path) -> anyhow::Result<World> {
 
 /// Write atomically: a killed process leaves the old state or the new one, never half of one.
 fn write_world(path: &Path, world: &World) -> anyhow::Result<()> {
+    charm_host::crash::point("before-persist");
     let text = serde_yaml::to_string(&world.state())?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, text)?;
+    charm_host::crash::point("mid-persist");
     std::fs::rename(&tmp, path)?;
     Ok(())
 }

@@ -186,6 +186,7 @@ impl<'a> Dispatcher<'a> {
             }
         }
 
+        crate::crash::point("before-queue-write");
         if queue.notices != original_queue.notices || queue.version != 1 {
             let write = if queue.notices.is_empty() {
                 caps.juju.state_delete(QUEUE_KEY.into()).await
@@ -203,6 +204,8 @@ impl<'a> Dispatcher<'a> {
                 )
             })?;
         }
+        crate::crash::point("after-queue-write");
+        crate::crash::point("before-commit");
         caps.juju.commit().await.map_err(|e| {
             self.fail(
                 &name,
@@ -213,6 +216,7 @@ impl<'a> Dispatcher<'a> {
                 report.runs.clone(),
             )
         })?;
+        crate::crash::point("after-commit");
         queue.version = 1;
         report.queue = queue;
         Ok(report)

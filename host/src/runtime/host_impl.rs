@@ -47,6 +47,7 @@ impl HostState {
         timeout: bool,
         fut: impl Future<Output = CapResult<T>> + Send,
     ) -> CapResult<T> {
+        let call_no = crate::crash::before_call();
         let t0 = Instant::now();
         let r = if timeout {
             match tokio::time::timeout(self.limits.call_timeout, fut).await {
@@ -60,6 +61,7 @@ impl HostState {
             fut.await
         };
         self.host_time += t0.elapsed();
+        crate::crash::after_call(call_no);
         if let Some(trace) = &mut self.trace {
             trace.push(TraceEntry {
                 family: family.into(),
