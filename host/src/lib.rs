@@ -12,6 +12,7 @@ pub mod bindings;
 pub mod capability;
 pub mod crash;
 pub mod dispatch;
+pub mod fuzz;
 pub mod runtime;
 pub mod scenario;
 pub mod simulate;

@@ -111,6 +111,24 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Fuzz one plugin in isolation against generated worlds and injected faults.
+    Fuzz {
+        #[command(flatten)]
+        common: Common,
+        /// The hook plugin, e.g. leader-elected.
+        #[arg(long)]
+        plugin: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, conflicts_with = "duration")]
+        iterations: Option<u64>,
+        /// How long to run, seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Where minimised reproductions are written.
+        #[arg(long, default_value = "target/fuzz-failures")]
+        out: PathBuf,
+    },
     /// Measure the figures of docs/BENCHMARKS.md (use a release build).
     Bench {
         #[command(flatten)]
@@ -232,6 +250,37 @@ fn write_world(path: &Path, world: &World) -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Fuzz {
+            common,
+            plugin,
+            seed,
+            iterations,
+            duration,
+            out,
+        } => {
+            let runtime = common.runtime()?;
+            let iterations = if iterations.is_none() && duration.is_none() {
+                Some(1000)
+            } else {
+                iterations
+            };
+            let cfg = charm_host::fuzz::FuzzConfig {
+                plugin,
+                seed,
+                iterations,
+                duration: duration.map(std::time::Duration::from_secs_f64),
+                plugins_dir: common.plugins_dir(),
+                out_dir: out,
+                progress: Some(std::time::Duration::from_secs(1)),
+            };
+            let summary = charm_host::fuzz::run(&runtime, &cfg).await?;
+            println!("{}", summary.line());
+            Ok(if summary.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Bench {
             common,
             plugin_names: plugins,

@@ -1070,3 +1070,13 @@ impl SimReport {
         out
     }
 }
+
+/// A JSON list of strings as Python's `json.dumps` writes it (`["a", "b"]`), the format of
+/// the charm's `endpoints` key.
+pub fn json_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|i| serde_json::to_string(i).unwrap_or_default())
+        .collect();
+    format!("[{}]", quoted.join(", "))
+}

@@ -1,0 +1,315 @@
+//! `charm-host fuzz`: a plugin in isolation against generated worlds and injected faults.
+//!
+//! Each execution draws a consistent world and a fault plan from the seed, runs the plugin's
+//! event through scenario mode, and checks what must hold whatever the world:
+//! - no trap, panic, limit or timeout (a plugin *error* is a legitimate hook failure);
+//! - the capability calls stay inside what the hook may do: no leader-only write attempted by
+//!   a non-leader, no Kubernetes write outside the application's own objects;
+//! - every status set is in the spec's catalogue (section 8);
+//! - hook invariants: `cluster_initialised` set only after the member started and the primary
+//!   endpoint answered; passwords never replaced once set; `endpoints` without duplicates.
+//!
+//! A failure is minimised (faults, then units, then databag keys dropped while it persists)
+//! and written as a state file that `charm-host scenario` replays.
+
+pub mod catalogue;
+pub mod worlds;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::runtime::{Failure, Runtime};
+use crate::scenario::{self, ScenarioOutput};
+use crate::world::{WorldState, check};
+
+pub struct FuzzConfig {
+    pub plugin: String,
+    pub seed: u64,
+    pub iterations: Option<u64>,
+    pub duration: Option<Duration>,
+    pub plugins_dir: PathBuf,
+    /// Where minimised reproductions go.
+    pub out_dir: PathBuf,
+    /// Print a progress line this often (none: quiet).
+    pub progress: Option<Duration>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FuzzFailure {
+    pub seed: u64,
+    pub invariant: String,
+    pub reproduction: PathBuf,
+    pub unit: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FuzzSummary {
+    pub executions: u64,
+    pub per_second: f64,
+    pub failures: Vec<FuzzFailure>,
+    /// Distinct behaviours reached: (outcome, final status) pairs.
+    pub behaviours: usize,
+}
+
+impl FuzzSummary {
+    pub fn line(&self) -> String {
+        format!(
+            "fuzz: {} executions, {:.0} per second, {} failures",
+            self.executions,
+            self.per_second,
+            self.failures.len()
+        )
+    }
+}
+
+fn peer_app_bag(s: &WorldState) -> crate::world::Bag {
+    s.relations
+        .iter()
+        .find(|r| r.endpoint == "database-peers")
+        .and_then(|r| r.app_data.get(&s.app).cloned())
+        .unwrap_or_default()
+}
+
+fn app_passwords(s: &WorldState) -> crate::world::Bag {
+    let label = format!("database-peers.{}.app", s.app);
+    s.secrets
+        .iter()
+        .find(|x| x.label == label)
+        .map(|x| x.content.clone())
+        .unwrap_or_default()
+}
+
+/// The first invariant the run broke, if any.
+pub fn violation(out: &ScenarioOutput) -> Option<String> {
+    let runs = match &out.result {
+        Ok(r) => &r.runs,
+        Err(e) => &e.runs,
+    };
+    for run in runs {
+        if let Err(f) = &run.report.result
+            && !matches!(f, Failure::Plugin { .. })
+        {
+            return Some(format!("sandbox failure ({}): {f}", f.cause()));
+        }
+    }
+    let app = &out.input.app;
+    for t in out.trace() {
+        if t.result.contains("only the leader") {
+            return Some(format!(
+                "leader-only write attempted by a non-leader: {}.{}{}",
+                t.family, t.call, t.args
+            ));
+        }
+        let k8s_write = matches!(
+            t.call.as_str(),
+            "patch-pod-labels"
+                | "apply-service"
+                | "delete-service"
+                | "patch-endpoints-annotations"
+                | "delete-endpoints"
+                | "set-owner-references"
+                | "patch-statefulset-partition"
+        );
+        if t.family == "kubernetes" && k8s_write {
+            let name = t.args.split('"').nth(1).unwrap_or("");
+            if !name.starts_with(app.as_str()) && !name.starts_with(&format!("patroni-{app}")) {
+                return Some(format!(
+                    "Kubernetes write outside the application's objects: {}{}",
+                    t.call, t.args
+                ));
+            }
+        }
+    }
+    for s in &out.statuses {
+        if !catalogue::known(s, app) {
+            return Some(format!("status not in the spec's catalogue: {s}"));
+        }
+    }
+    let (before, after) = (peer_app_bag(&out.input), peer_app_bag(&out.output));
+    if !before.contains_key("cluster_initialised") && after.contains_key("cluster_initialised") {
+        let trace = out.trace();
+        let started = trace
+            .iter()
+            .any(|t| t.call == "get-health" && t.args.starts_with("(OwnUnit") && t.result == "ok");
+        let primary = trace.iter().any(|t| {
+            t.call == "get-health" && t.args.starts_with("(PrimaryService") && t.result == "ok"
+        });
+        if !(started && primary) {
+            return Some(format!(
+                "cluster_initialised set without the member started ({started}) and the primary endpoint answering ({primary})"
+            ));
+        }
+    }
+    let (pw_before, pw_after) = (app_passwords(&out.input), app_passwords(&out.output));
+    for (k, v) in &pw_before {
+        if k.ends_with("-password") && pw_after.get(k).is_some_and(|n| n != v) {
+            return Some(format!("{k} was replaced after it was set"));
+        }
+    }
+    let dup = |b: &crate::world::Bag| {
+        b.get("endpoints")
+            .and_then(|r| serde_json::from_str::<Vec<String>>(r).ok())
+            .is_some_and(|l| {
+                let set: std::collections::BTreeSet<_> = l.iter().collect();
+                set.len() != l.len()
+            })
+    };
+    if !dup(&before) && dup(&after) {
+        return Some(format!(
+            "endpoints holds a duplicate: {}",
+            after["endpoints"]
+        ));
+    }
+    None
+}
+
+async fn execute(
+    runtime: &Runtime,
+    dir: &Path,
+    plugin: &str,
+    state: WorldState,
+    unit: &str,
+) -> anyhow::Result<ScenarioOutput> {
+    let event = scenario::event_for(&state, unit, plugin, &Default::default())?;
+    scenario::run(runtime, dir, state, Some(unit), event, true).await
+}
+
+/// Shrink a failing state while the same invariant still breaks.
+async fn minimise(
+    runtime: &Runtime,
+    dir: &Path,
+    plugin: &str,
+    mut state: WorldState,
+    unit: &str,
+    invariant: &str,
+) -> WorldState {
+    let same = |out: &anyhow::Result<ScenarioOutput>| {
+        out.as_ref()
+            .ok()
+            .and_then(violation)
+            .is_some_and(|v| v.split(':').next() == invariant.split(':').next())
+    };
+    let mut i = 0;
+    while i < state.faults.len() {
+        let mut s = state.clone();
+        s.faults.remove(i);
+        if same(&execute(runtime, dir, plugin, s.clone(), unit).await) {
+            state = s;
+        } else {
+            i += 1;
+        }
+    }
+    for other in state
+        .units
+        .keys()
+        .filter(|u| *u != unit && state.leader.as_deref() != Some(u.as_str()))
+        .cloned()
+        .collect::<Vec<_>>()
+    {
+        let mut s = state.clone();
+        let pod = other.replace('/', "-");
+        s.units.remove(&other);
+        s.kubernetes.pods.remove(&pod);
+        s.patroni.members.remove(&pod);
+        for r in s.relations.iter_mut() {
+            r.units.retain(|u| *u != other);
+            r.unit_data.remove(&other);
+        }
+        if check::check(&s).is_ok() && same(&execute(runtime, dir, plugin, s.clone(), unit).await) {
+            state = s;
+        }
+    }
+    state
+}
+
+pub async fn run(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<FuzzSummary> {
+    if !cfg
+        .plugins_dir
+        .join(format!("{}.wasm", cfg.plugin))
+        .exists()
+    {
+        anyhow::bail!("no plugin {} in {}", cfg.plugin, cfg.plugins_dir.display());
+    }
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut executions = 0u64;
+    let mut failures = Vec::new();
+    let mut behaviours = std::collections::BTreeSet::new();
+    let deadline = cfg.duration.map(|d| started + d);
+    loop {
+        if cfg.iterations.is_some_and(|n| executions >= n)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            break;
+        }
+        let seed = cfg.seed.wrapping_add(executions);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (state, unit) = worlds::world(&mut rng, seed);
+        debug_assert!(
+            check::check(&state).is_ok(),
+            "the generator made an inconsistent world: {:?}",
+            check::check(&state)
+        );
+        let out = execute(runtime, &cfg.plugins_dir, &cfg.plugin, state.clone(), &unit).await?;
+        executions += 1;
+        behaviours.insert((
+            out.outcome()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            out.status().to_string(),
+        ));
+        if let Some(invariant) = violation(&out) {
+            let small = minimise(
+                runtime,
+                &cfg.plugins_dir,
+                &cfg.plugin,
+                state,
+                &unit,
+                &invariant,
+            )
+            .await;
+            std::fs::create_dir_all(&cfg.out_dir)?;
+            let path = cfg.out_dir.join(format!("{}-seed-{seed}.yaml", cfg.plugin));
+            let header = format!(
+                "# charm-host fuzz: {}\n# invariant broken: {invariant}\n# replay: charm-host scenario --state {} --event {} --unit {unit}\n",
+                cfg.plugin,
+                path.display(),
+                cfg.plugin
+            );
+            std::fs::write(&path, header + &serde_yaml::to_string(&small)?)?;
+            eprintln!(
+                "fuzz: FAILURE seed {seed}: {invariant}\n      reproduction: {}",
+                path.display()
+            );
+            failures.push(FuzzFailure {
+                seed,
+                invariant,
+                reproduction: path,
+                unit,
+            });
+        }
+        if let Some(every) = cfg.progress
+            && last.elapsed() >= every
+        {
+            last = Instant::now();
+            let rate = executions as f64 / started.elapsed().as_secs_f64();
+            eprintln!(
+                "fuzz: {executions} executions, {rate:.0}/s, {} failures, {} behaviours reached",
+                failures.len(),
+                behaviours.len()
+            );
+        }
+    }
+    let per_second = executions as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok(FuzzSummary {
+        executions,
+        per_second,
+        failures,
+        behaviours: behaviours.len(),
+    })
+}
