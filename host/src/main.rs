@@ -110,14 +110,20 @@ enum Command {
         /// Only the final table and verdict, not the timeline.
         #[arg(long)]
         quiet: bool,
+        /// Faults (a YAML list, docs/STATE.md) active for the first --fault-window seconds.
+        #[arg(long)]
+        faults: Option<PathBuf>,
+        /// Seconds of virtual time the faults stay active.
+        #[arg(long, default_value_t = 900)]
+        fault_window: u64,
     },
     /// Fuzz one plugin in isolation against generated worlds and injected faults.
     Fuzz {
         #[command(flatten)]
         common: Common,
-        /// The hook plugin, e.g. leader-elected.
-        #[arg(long)]
-        plugin: String,
+        /// The hook plugin, e.g. leader-elected (not with --model).
+        #[arg(long, required_unless_present = "model")]
+        plugin: Option<String>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         #[arg(long, conflicts_with = "duration")]
@@ -128,6 +134,9 @@ enum Command {
         /// Where minimised reproductions are written.
         #[arg(long, default_value = "target/fuzz-failures")]
         out: PathBuf,
+        /// Fuzz whole multi-unit stories with random fault schedules instead of one plugin.
+        #[arg(long)]
+        model: bool,
     },
     /// Measure the figures of docs/BENCHMARKS.md (use a release build).
     Bench {
@@ -257,6 +266,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             iterations,
             duration,
             out,
+            model,
         } => {
             let runtime = common.runtime()?;
             let iterations = if iterations.is_none() && duration.is_none() {
@@ -265,7 +275,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 iterations
             };
             let cfg = charm_host::fuzz::FuzzConfig {
-                plugin,
+                plugin: plugin.unwrap_or_default(),
                 seed,
                 iterations,
                 duration: duration.map(std::time::Duration::from_secs_f64),
@@ -273,7 +283,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 out_dir: out,
                 progress: Some(std::time::Duration::from_secs(1)),
             };
-            let summary = charm_host::fuzz::run(&runtime, &cfg).await?;
+            let summary = if model {
+                charm_host::fuzz::run_model(&runtime, &cfg).await?
+            } else {
+                charm_host::fuzz::run(&runtime, &cfg).await?
+            };
             println!("{}", summary.line());
             Ok(if summary.failures.is_empty() {
                 ExitCode::SUCCESS
@@ -320,12 +334,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             story,
             json,
             quiet,
+            faults,
+            fault_window,
         } => {
             let runtime = common.runtime()?;
+            let faults: Vec<charm_host::world::Fault> = match &faults {
+                Some(f) => serde_yaml::from_str(
+                    &std::fs::read_to_string(f)
+                        .map_err(|e| anyhow::anyhow!("cannot read faults {}: {e}", f.display()))?,
+                )
+                .map_err(|e| anyhow::anyhow!("faults {} are invalid: {e}", f.display()))?,
+                None => Vec::new(),
+            };
             let cfg = charm_host::simulate::SimConfig {
                 units,
                 seed,
                 story,
+                faults,
+                fault_window_ms: fault_window * 1000,
                 ..Default::default()
             };
             let report = charm_host::simulate::Simulator::new(&runtime, common.plugins_dir(), cfg)

@@ -57,6 +57,10 @@ pub struct SimConfig {
     /// Bounds: virtual time and number of dispatches.
     pub max_virtual_ms: u64,
     pub max_dispatches: usize,
+    /// Faults active from the start for `fault_window_ms` of virtual time, then cleared: the
+    /// deployment must converge once they stop.
+    pub faults: Vec<crate::world::Fault>,
+    pub fault_window_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -68,6 +72,8 @@ impl Default for SimConfig {
             story: Story::Deploy,
             max_virtual_ms: 4 * 3600 * 1000,
             max_dispatches: 5000,
+            faults: Vec::new(),
+            fault_window_ms: 0,
         }
     }
 }
@@ -143,6 +149,8 @@ pub struct Simulator<'a> {
     passwords: BTreeMap<String, String>,
     bootstraps: u32,
     next_unit: u32,
+    faults_until_ms: u64,
+    faults_cleared: bool,
 }
 
 fn peer_event(
@@ -200,7 +208,9 @@ impl<'a> Simulator<'a> {
                 ..Default::default()
             });
         }
+        state.faults = cfg.faults.clone();
         let now = state.now_ms;
+        let faults_until_ms = now + cfg.fault_window_ms;
         Simulator {
             runtime,
             plugins_dir: plugins_dir.into(),
@@ -217,6 +227,8 @@ impl<'a> Simulator<'a> {
             passwords: BTreeMap::new(),
             bootstraps: 0,
             next_unit: 0,
+            faults_until_ms,
+            faults_cleared: false,
         }
     }
 
@@ -515,6 +527,13 @@ impl<'a> Simulator<'a> {
     /// Run one dispatch. Returns false when nothing is left to run before the bound.
     async fn step(&mut self) -> bool {
         self.reap();
+        if !self.faults_cleared && self.now() >= self.faults_until_ms {
+            self.faults_cleared = true;
+            if !self.cfg.faults.is_empty() {
+                self.world.with_state(|s| s.faults.clear());
+                self.happen("injected faults stop".into());
+            }
+        }
         let now = self.now();
         let ready: Vec<String> = self
             .queues
@@ -777,7 +796,7 @@ impl<'a> Simulator<'a> {
     /// Run until converged (and the story is over) or the bound.
     async fn converge(&mut self, deadline_ms: u64) -> bool {
         loop {
-            if self.unconverged().is_empty() {
+            if self.faults_cleared && self.unconverged().is_empty() {
                 return true;
             }
             if self.now() >= deadline_ms

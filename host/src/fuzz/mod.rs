@@ -225,6 +225,102 @@ async fn minimise(
     state
 }
 
+/// `fuzz --model`: whole stories with random fault schedules. Each execution picks a story, a
+/// unit count and a fault plan active for the first minutes; the deployment must keep the
+/// cross-unit invariants throughout and converge once the faults stop.
+pub async fn run_model(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<FuzzSummary> {
+    use crate::simulate::{SimConfig, Simulator, Story};
+    use rand::RngExt;
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut executions = 0u64;
+    let mut failures = Vec::new();
+    let mut behaviours = std::collections::BTreeSet::new();
+    let deadline = cfg.duration.map(|d| started + d);
+    let stories = [
+        Story::Deploy,
+        Story::Scale,
+        Story::LeaderChange,
+        Story::Failover,
+        Story::PodRestart,
+    ];
+    loop {
+        if cfg.iterations.is_some_and(|n| executions >= n)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            break;
+        }
+        let seed = cfg.seed.wrapping_add(executions);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let story = stories[rng.random_range(0..stories.len())];
+        let units = rng.random_range(1..=4);
+        let mut faults = worlds::faults(&mut rng);
+        // While active, faults fire by chance so the deployment can make progress through them.
+        for f in &mut faults {
+            f.probability = Some(f.probability.unwrap_or(0.3));
+        }
+        let sim = SimConfig {
+            units,
+            seed,
+            story,
+            faults: faults.clone(),
+            fault_window_ms: 15 * 60 * 1000,
+            ..SimConfig::default()
+        };
+        let report = Simulator::new(runtime, &cfg.plugins_dir, sim).run().await;
+        executions += 1;
+        behaviours.insert(format!("{story:?}"));
+        if !report.converged {
+            let why = report
+                .violations
+                .first()
+                .cloned()
+                .or_else(|| {
+                    report
+                        .not_converged
+                        .first()
+                        .map(|w| format!("did not converge once faults stopped: {w}"))
+                })
+                .unwrap_or_default();
+            std::fs::create_dir_all(&cfg.out_dir)?;
+            let path = cfg.out_dir.join(format!("model-seed-{seed}-faults.yaml"));
+            let header = format!(
+                "# charm-host fuzz --model: {why}\n# replay: charm-host simulate --story {} --units {units} --seed {seed} --faults {} --fault-window 900\n",
+                serde_json::to_value(story)?.as_str().unwrap_or_default(),
+                path.display()
+            );
+            std::fs::write(&path, header + &serde_yaml::to_string(&faults)?)?;
+            eprintln!(
+                "fuzz: FAILURE seed {seed} ({story:?}, {units} units): {why}\n      reproduction: {}",
+                path.display()
+            );
+            failures.push(FuzzFailure {
+                seed,
+                invariant: why,
+                reproduction: path,
+                unit: String::new(),
+            });
+        }
+        if let Some(every) = cfg.progress
+            && last.elapsed() >= every
+        {
+            last = Instant::now();
+            eprintln!(
+                "fuzz --model: {executions} stories, {} failures, {} stories reached",
+                failures.len(),
+                behaviours.len()
+            );
+        }
+    }
+    let per_second = executions as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok(FuzzSummary {
+        executions,
+        per_second,
+        failures,
+        behaviours: behaviours.len(),
+    })
+}
+
 pub async fn run(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<FuzzSummary> {
     if !cfg
         .plugins_dir
