@@ -2,7 +2,7 @@
 //!
 //! - `build [--release]`: the host at `target/{debug,release}/charm-host`, every hook and action
 //!   plugin at `target/plugins/<name>.wasm`, the test plugins at `target/test-plugins/`.
-//! - `demo`: build, then run the demo against the embedded simulated world.
+//! - `demo`: build, then simulate a 3-unit deployment in the embedded simulated world.
 //! - `test`: install what the tests need, build, and run every test.
 //! - `setup`: only the installs (idempotent): the wasm target, real Pebble, and the packages
 //!   the real-server tests use.
@@ -27,19 +27,26 @@ fn main() -> Result<()> {
         Some("test") => test(&args[1..]),
         Some("setup") => setup(),
         _ => {
-            eprintln!("usage: cargo xtask build [--release] | demo | test [-- <cargo test args>] | setup");
+            eprintln!(
+                "usage: cargo xtask build [--release] | demo | test [-- <cargo test args>] | setup"
+            );
             std::process::exit(2)
         }
     }
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -47,7 +54,9 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -59,7 +68,8 @@ fn cargo() -> Command {
 }
 
 fn ensure_wasm_target() -> Result<()> {
-    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     if !installed.lines().any(|l| l.trim() == "wasm32-wasip2") {
         run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
     }
@@ -71,7 +81,8 @@ fn build(release: bool) -> Result<()> {
     let root = root();
     build_plugins(&root)?;
     let mut host = cargo();
-    host.current_dir(&root).args(["build", "--package", "charm-host"]);
+    host.current_dir(&root)
+        .args(["build", "--package", "charm-host"]);
     if release {
         host.arg("--release");
     }
@@ -83,16 +94,25 @@ fn build_plugins(root: &Path) -> Result<()> {
     let target_dir = root.join("target");
     run(cargo()
         .current_dir(root)
-        .args(["build", "--manifest-path", "plugins/Cargo.toml", "--target", "wasm32-wasip2", "--release", "--target-dir"])
+        .args([
+            "build",
+            "--manifest-path",
+            "plugins/Cargo.toml",
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+            "--target-dir",
+        ])
         .arg(&target_dir))?;
-    let meta: serde_json::Value = serde_json::from_str(&output(cargo().current_dir(root).args([
-        "metadata",
-        "--manifest-path",
-        "plugins/Cargo.toml",
-        "--format-version",
-        "1",
-        "--no-deps",
-    ]))?)?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&output(cargo().current_dir(root).args([
+            "metadata",
+            "--manifest-path",
+            "plugins/Cargo.toml",
+            "--format-version",
+            "1",
+            "--no-deps",
+        ]))?)?;
     let built = target_dir.join("wasm32-wasip2/release");
     let plugins = target_dir.join("plugins");
     let test_plugins = target_dir.join("test-plugins");
@@ -102,7 +122,11 @@ fn build_plugins(root: &Path) -> Result<()> {
     let mut n = 0;
     for pkg in meta["packages"].as_array().into_iter().flatten() {
         let is_component = pkg["targets"].as_array().into_iter().flatten().any(|t| {
-            t["crate_types"].as_array().into_iter().flatten().any(|c| c == "cdylib")
+            t["crate_types"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c == "cdylib")
         });
         if !is_component {
             continue;
@@ -110,7 +134,11 @@ fn build_plugins(root: &Path) -> Result<()> {
         let name = pkg["name"].as_str().unwrap_or_default();
         let manifest = PathBuf::from(pkg["manifest_path"].as_str().unwrap_or_default());
         let src = built.join(format!("{}.wasm", name.replace('-', "_")));
-        let dest_dir = if manifest.starts_with(&tests_dir) { &test_plugins } else { &plugins };
+        let dest_dir = if manifest.starts_with(&tests_dir) {
+            &test_plugins
+        } else {
+            &plugins
+        };
         let dest = dest_dir.join(format!("{name}.wasm"));
         // Copy via a temp file and rename: a dispatch reading the file never sees half of it.
         let tmp = dest.with_extension("wasm.tmp");
@@ -118,25 +146,26 @@ fn build_plugins(root: &Path) -> Result<()> {
         std::fs::rename(&tmp, &dest)?;
         n += 1;
     }
-    eprintln!("xtask: {n} components in {} and {}", plugins.display(), test_plugins.display());
+    eprintln!(
+        "xtask: {n} components in {} and {}",
+        plugins.display(),
+        test_plugins.display()
+    );
     Ok(())
 }
 
+/// The README's demo: a 3-unit deployment in the embedded simulated world, its timeline and
+/// final table.
 fn demo() -> Result<()> {
     build(false)?;
     let root = root();
-    let demo_dir = root.join("target/demo");
-    std::fs::create_dir_all(&demo_dir)?;
-    let world = demo_dir.join("world.yaml");
-    std::fs::copy(root.join("tests/data/demo-world.yaml"), &world)?;
     run(Command::new(root.join("target/debug/charm-host"))
         .current_dir(&root)
-        .args(["dispatch", "--world"])
-        .arg(&world)
-        .args(["--event", "leader-elected", "--trace", "--plugins"])
+        .args(["simulate", "--units", "3", "--story", "deploy", "--seed", "1", "--plugins"])
         .arg(root.join("target/plugins"))
         .arg("--cache-dir")
-        .arg(root.join("target/plugin-cache")))
+        .arg(root.join("target/plugin-cache"))
+        .env("CHARM_HOST_LOG", "warn"))
 }
 
 fn tools_dir() -> PathBuf {
@@ -152,13 +181,19 @@ fn install_pebble() -> Result<PathBuf> {
     }
     let gopath = tools.join("go");
     let env = |c: &mut Command| {
-        c.env("GOPATH", &gopath).env("GOFLAGS", "-modcacherw").env("GOBIN", tools.join("bin"));
+        c.env("GOPATH", &gopath)
+            .env("GOFLAGS", "-modcacherw")
+            .env("GOBIN", tools.join("bin"));
     };
     let mut dl = Command::new("go");
     env(&mut dl);
     // `go install module@version` asks the proxy for the version list, which is refused here;
     // downloading the module and installing from its directory avoids that request.
-    run(dl.args(["mod", "download", &format!("{PEBBLE_MODULE}@{PEBBLE_VERSION}")]))?;
+    run(dl.args([
+        "mod",
+        "download",
+        &format!("{PEBBLE_MODULE}@{PEBBLE_VERSION}"),
+    ]))?;
     let src = gopath.join(format!("pkg/mod/{PEBBLE_MODULE}@{PEBBLE_VERSION}"));
     let mut inst = Command::new("go");
     env(&mut inst);
@@ -185,7 +220,9 @@ fn install_apt_packages() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
@@ -196,10 +233,21 @@ fn install_apt_packages() -> Result<()> {
 fn install_patroni() -> Result<PathBuf> {
     let venv = tools_dir().join("patroni-venv");
     let bin = venv.join("bin/patroni");
-    let current = Command::new(&bin).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let current = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     if !current.trim_end().ends_with(" 4.1.5") {
-        run(Command::new("/usr/bin/python3").args(["-m", "venv", "--system-site-packages"]).arg(&venv))?;
-        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--ignore-installed", PATRONI_SPEC]))?;
+        run(Command::new("/usr/bin/python3")
+            .args(["-m", "venv", "--system-site-packages"])
+            .arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            "--ignore-installed",
+            PATRONI_SPEC,
+        ]))?;
     }
     // Patroni runs as user postgres when the tests run as root.
     run(Command::new("chmod").args(["-R", "a+rX"]).arg(&venv))?;
@@ -228,5 +276,15 @@ fn test(extra: &[String]) -> Result<()> {
     t.args(passthrough);
     run(&mut t)?;
     // The guest library's pure logic, natively.
-    run(cargo().current_dir(&root).args(["test", "--manifest-path", "plugins/Cargo.toml", "--package", "charm-core", "--target-dir"]).arg(root.join("target")))
+    run(cargo()
+        .current_dir(&root)
+        .args([
+            "test",
+            "--manifest-path",
+            "plugins/Cargo.toml",
+            "--package",
+            "charm-core",
+            "--target-dir",
+        ])
+        .arg(root.join("target")))
 }
