@@ -118,6 +118,27 @@ impl WasiView for HostState {
     }
 }
 
+/// What identifies one version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileIdentity {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+        }
+    }
+}
+
 /// A loaded, linked plugin, ready to instantiate.
 #[derive(Clone)]
 pub struct LoadedPlugin {
@@ -149,6 +170,8 @@ pub struct Runtime {
     limits: Arc<Limits>,
     /// Compiled components by content hash: a hot-swapped file hashes differently.
     memo: Mutex<HashMap<[u8; 32], PluginPre<HostState>>>,
+    /// Content hash by file identity, so an unchanged file is not re-read on every dispatch.
+    seen: Mutex<HashMap<PathBuf, (FileIdentity, [u8; 32])>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -189,6 +212,7 @@ impl Runtime {
             cache,
             limits: Arc::new(config.limits),
             memo: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
             ticker_stop,
         })
     }
@@ -210,6 +234,28 @@ impl Runtime {
     /// replaced file takes effect at once; unchanged content reuses the compiled code.
     pub fn load(&self, plugins_dir: &Path, name: &str) -> Result<LoadedPlugin, Failure> {
         let path = Self::plugin_path(plugins_dir, name);
+        // Fast path: the same file (device, inode, size, mtime) as last time. Replacing the file
+        // (a rename, or a write that changes mtime) changes its identity and re-reads it.
+        if let Ok(meta) = std::fs::metadata(&path) {
+            let id = FileIdentity::of(&meta);
+            let known = self
+                .seen
+                .lock()
+                .unwrap()
+                .get(&path)
+                .filter(|(i, _)| *i == id)
+                .map(|(_, d)| *d);
+            if let Some(digest) = known
+                && let Some(pre) = self.memo.lock().unwrap().get(&digest)
+            {
+                return Ok(LoadedPlugin {
+                    name: name.into(),
+                    digest,
+                    cache: CacheOutcome::Hit,
+                    pre: pre.clone(),
+                });
+            }
+        }
         let wasm = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
