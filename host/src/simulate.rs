@@ -24,8 +24,8 @@ use crate::bindings::{Event, EventKind, Outcome};
 use crate::dispatch::{Dispatcher, QUEUE_KEY, Queue};
 use crate::runtime::Runtime;
 use crate::world::{
-    BagChange, NodeState, OwnerRef, PodState, RelationState, ServiceRun, StatefulSetState,
-    StatusKind, UnitState, World, WorldState,
+    BagChange, NodeState, OwnerRef, PodState, RelationState, ServiceRun, ServiceState,
+    StatefulSetState, StatusKind, UnitState, World, WorldState,
 };
 
 pub const PEER: &str = "database-peers";
@@ -200,6 +200,21 @@ impl<'a> Simulator<'a> {
                 uid: format!("{}-sts-uid", cfg.app),
             },
         );
+        // Juju's own Services: `<app>` and the headless `<app>-endpoints` (spec 2.3.3).
+        for (name, service_type) in [
+            (cfg.app.clone(), "ClusterIP"),
+            (format!("{}-endpoints", cfg.app), ""),
+        ] {
+            state.kubernetes.services.insert(
+                name,
+                ServiceState {
+                    labels: [("app.juju.is/created-by".to_string(), cfg.app.clone())].into(),
+                    selector: [("app.kubernetes.io/name".to_string(), cfg.app.clone())].into(),
+                    service_type: service_type.into(),
+                    ..Default::default()
+                },
+            );
+        }
         for (endpoint, id) in PEER_RELATIONS {
             state.relations.push(RelationState {
                 id: *id,
@@ -271,7 +286,29 @@ impl<'a> Simulator<'a> {
             .cloned()
             .collect();
         self.world.with_state(|s| {
-            s.units.insert(unit.clone(), UnitState::default());
+            let mut u = UnitState::default();
+            // What the workload image ships: the charm reads the version from it (spec 3.2 step 4).
+            u.pebble.files.insert(
+                "/meta.charmed-postgresql/snap.yaml".into(),
+                crate::world::FileState {
+                    content: "name: charmed-postgresql\nversion: '14.23'\n".into(),
+                    permissions: 0o644,
+                    user: "root".into(),
+                    group: "root".into(),
+                    directory: false,
+                },
+            );
+            u.pebble.files.insert(
+                "/meta.charmed-postgresql".into(),
+                crate::world::FileState {
+                    directory: true,
+                    permissions: 0o755,
+                    user: "root".into(),
+                    group: "root".into(),
+                    ..Default::default()
+                },
+            );
+            s.units.insert(unit.clone(), u);
             s.kubernetes.pods.insert(pod.clone(), juju_pod(&app, n));
             if let Some(sts) = s.kubernetes.statefulsets.get_mut(&app) {
                 sts.replicas += 1;

@@ -161,7 +161,16 @@ fn demo() -> Result<()> {
     let root = root();
     run(Command::new(root.join("target/debug/charm-host"))
         .current_dir(&root)
-        .args(["simulate", "--units", "3", "--story", "deploy", "--seed", "1", "--plugins"])
+        .args([
+            "simulate",
+            "--units",
+            "3",
+            "--story",
+            "deploy",
+            "--seed",
+            "1",
+            "--plugins",
+        ])
         .arg(root.join("target/plugins"))
         .arg("--cache-dir")
         .arg(root.join("target/plugin-cache"))
