@@ -112,7 +112,10 @@ pub struct SimReport {
     /// Virtual time of the start (timeline times are absolute).
     pub start_ms: u64,
     pub seed: u64,
+    /// The deployment converged and no invariant broke on the way.
     pub converged: bool,
+    /// The deployment reached the converged state (invariants aside).
+    pub reached: bool,
     pub end_ms: u64,
     pub dispatches: usize,
     pub timeline: Vec<TimelineEntry>,
@@ -147,7 +150,7 @@ pub struct Simulator<'a> {
     dispatches: usize,
     /// Invariant bookkeeping.
     passwords: BTreeMap<String, String>,
-    bootstraps: u32,
+    start_ms: u64,
     next_unit: u32,
     faults_until_ms: u64,
     faults_cleared: bool,
@@ -240,7 +243,7 @@ impl<'a> Simulator<'a> {
             violations: Vec::new(),
             dispatches: 0,
             passwords: BTreeMap::new(),
-            bootstraps: 0,
+            start_ms: now,
             next_unit: 0,
             faults_until_ms,
             faults_cleared: false,
@@ -719,8 +722,7 @@ impl<'a> Simulator<'a> {
         {
             let set: BTreeSet<_> = list.iter().collect();
             if set.len() != list.len() {
-                self.violations
-                    .push(format!("t={t}: endpoints holds a duplicate: {raw}"));
+                self.violate(t, format!("endpoints holds a duplicate: {raw}"));
             }
         }
         // passwords never change once set
@@ -731,9 +733,9 @@ impl<'a> Simulator<'a> {
                     continue;
                 }
                 match self.passwords.get(k) {
-                    Some(old) if old != v => self
-                        .violations
-                        .push(format!("t={t}: {k} changed after it was set")),
+                    Some(old) if old != v => {
+                        self.violate(t, format!("{k} changed after it was set"))
+                    }
                     None => {
                         self.passwords.insert(k.clone(), v.clone());
                     }
@@ -746,11 +748,8 @@ impl<'a> Simulator<'a> {
         for (unit, u) in &s.units {
             let runs = u.pebble.running.get("postgresql") == Some(&ServiceRun::Active);
             if runs && !initialised && s.leader.as_deref() != Some(unit.as_str()) {
-                self.violations.push(format!("t={t}: {unit} started PostgreSQL before the cluster was initialised and is not the leader"));
+                self.violate(t, format!("{unit} started PostgreSQL before the cluster was initialised and is not the leader"));
             }
-        }
-        if s.patroni.initialized && self.bootstraps == 0 {
-            self.bootstraps = 1;
         }
         // a unit shows Active only when its member runs
         for (unit, u) in &s.units {
@@ -760,14 +759,28 @@ impl<'a> Simulator<'a> {
                     matches!(m.state.as_str(), "running" | "streaming" | "starting")
                 });
                 if !member_runs {
-                    self.violations.push(format!(
-                        "t={t}: {unit} shows Active ({}) but its Patroni member does not run",
-                        u.status
-                    ));
+                    self.violate(
+                        t,
+                        format!(
+                            "{unit} shows Active ({}) but its Patroni member does not run",
+                            u.status
+                        ),
+                    );
                 }
             }
         }
-        self.violations.dedup();
+    }
+
+    /// Record a broken invariant once, at the first time it was seen.
+    fn violate(&mut self, t: u64, what: String) {
+        if !self
+            .violations
+            .iter()
+            .any(|v| v.split_once(": ").is_some_and(|(_, w)| w == what))
+        {
+            let since = t.saturating_sub(self.start_ms);
+            self.violations.push(format!("{}: {what}", clock(since)));
+        }
     }
 
     /// Why each live unit is not converged (empty: converged).
@@ -974,6 +987,7 @@ impl<'a> Simulator<'a> {
             start_ms: start,
             seed: self.cfg.seed,
             converged: converged && self.violations.is_empty(),
+            reached: converged,
             end_ms: s.now_ms - start,
             dispatches: self.dispatches,
             not_converged: if converged {
@@ -1111,6 +1125,8 @@ impl SimReport {
             self.seed,
             if self.converged {
                 "converged"
+            } else if self.reached {
+                "converged but BROKE INVARIANTS"
             } else {
                 "DID NOT CONVERGE"
             },
