@@ -615,6 +615,12 @@ impl<'a> Simulator<'a> {
         let pending = self.queues.get_mut(&unit).unwrap().pop_front().unwrap();
         let event = pending.event.clone();
 
+        let history_before = self
+            .world
+            .state()
+            .units
+            .get(&unit)
+            .map_or(0, |u| u.status_history.len());
         let dispatcher = Dispatcher::new(self.runtime, &self.plugins_dir);
         let (caps, session) = self.world.capabilities(&unit);
         let result = dispatcher.dispatch(&caps, event.clone()).await;
@@ -678,7 +684,13 @@ impl<'a> Simulator<'a> {
             reemitted,
             status,
         });
-        self.check_invariants();
+        let set_status = self
+            .world
+            .state()
+            .units
+            .get(&unit)
+            .is_some_and(|u| u.status_history.len() > history_before);
+        self.check_invariants(set_status.then_some(unit.as_str()));
         true
     }
 
@@ -711,7 +723,7 @@ impl<'a> Simulator<'a> {
         }
     }
 
-    fn check_invariants(&mut self) {
+    fn check_invariants(&mut self, set_by: Option<&str>) {
         let s = self.world.state();
         let t = s.now_ms;
         let pd_app = peer_app_bag(&s);
@@ -751,8 +763,10 @@ impl<'a> Simulator<'a> {
                 self.violate(t, format!("{unit} started PostgreSQL before the cluster was initialised and is not the leader"));
             }
         }
-        // a unit shows Active only when its member runs
-        for (unit, u) in &s.units {
+        // A unit shows Active only when its member runs: checked when a status is *set* (by
+        // the unit just dispatched). A status set earlier stays while a dead container runs no
+        // hook, in Juju as here; no charm could change it.
+        for (unit, u) in s.units.iter().filter(|(u, _)| Some(u.as_str()) == set_by) {
             if u.status.kind == StatusKind::Active {
                 let pod = unit.replace('/', "-");
                 let member_runs = s.patroni.members.get(&pod).is_some_and(|m| {
