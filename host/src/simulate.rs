@@ -251,7 +251,7 @@ impl<'a> Simulator<'a> {
     }
 
     fn now(&self) -> u64 {
-        self.world.state().now_ms
+        self.world.now_ms()
     }
 
     fn happen(&mut self, what: String) {
@@ -617,10 +617,7 @@ impl<'a> Simulator<'a> {
 
         let history_before = self
             .world
-            .state()
-            .units
-            .get(&unit)
-            .map_or(0, |u| u.status_history.len());
+            .read(|s| s.units.get(&unit).map_or(0, |u| u.status_history.len()));
         let dispatcher = Dispatcher::new(self.runtime, &self.plugins_dir);
         let (caps, session) = self.world.capabilities(&unit);
         let result = dispatcher.dispatch(&caps, event.clone()).await;
@@ -661,7 +658,7 @@ impl<'a> Simulator<'a> {
                 let q = self.queues.get_mut(&unit).unwrap();
                 q.push_front(Pending {
                     event: event.clone(),
-                    not_before_ms: self.world.state().now_ms + delay,
+                    not_before_ms: self.world.now_ms() + delay,
                     attempt: pending.attempt + 1,
                 });
             }
@@ -669,13 +666,13 @@ impl<'a> Simulator<'a> {
         // A hook takes some time; hooks on different units interleave.
         let cost = self.rng.random_range(100..=600);
         self.world.advance(cost);
-        let status = self
-            .world
-            .state()
-            .units
-            .get(&unit)
-            .map(|u| u.status.to_string())
-            .unwrap_or_default();
+        let (status, set_status) = self.world.read(|s| match s.units.get(&unit) {
+            Some(u) => (
+                u.status.to_string(),
+                u.status_history.len() > history_before,
+            ),
+            None => (String::new(), false),
+        });
         self.timeline.push(TimelineEntry {
             t_ms: now,
             unit: unit.clone(),
@@ -684,39 +681,35 @@ impl<'a> Simulator<'a> {
             reemitted,
             status,
         });
-        let set_status = self
-            .world
-            .state()
-            .units
-            .get(&unit)
-            .is_some_and(|u| u.status_history.len() > history_before);
         self.check_invariants(set_status.then_some(unit.as_str()));
         true
     }
 
     /// A committed databag change fires relation-changed on the relation's other units.
     fn fan_out(&mut self, writer: &str, change: &BagChange) {
-        let state = self.world.state();
-        let Some(rel) = state.relations.iter().find(|r| r.id == change.relation_id) else {
-            return;
-        };
-        let app_bag = change.owner == state.app
-            || change.owner == rel.remote_app && !change.owner.contains('/');
-        let remote_unit = if app_bag { None } else { Some(writer) };
-        let event = peer_event(
-            &format!("{}-relation-changed", rel.endpoint),
-            EventKind::RelationChanged,
-            rel.id,
-            &rel.endpoint,
-            &rel.remote_app,
-            remote_unit,
-            None,
-        );
-        let targets: Vec<String> = rel
-            .units
-            .iter()
-            .filter(|u| *u != writer && !self.dying.contains(*u))
-            .cloned()
+        let found = self.world.read(|state| {
+            let rel = state
+                .relations
+                .iter()
+                .find(|r| r.id == change.relation_id)?;
+            let app_bag = change.owner == state.app
+                || change.owner == rel.remote_app && !change.owner.contains('/');
+            let remote_unit = if app_bag { None } else { Some(writer) };
+            let event = peer_event(
+                &format!("{}-relation-changed", rel.endpoint),
+                EventKind::RelationChanged,
+                rel.id,
+                &rel.endpoint,
+                &rel.remote_app,
+                remote_unit,
+                None,
+            );
+            Some((event, rel.units.clone()))
+        });
+        let Some((event, units)) = found else { return };
+        let targets: Vec<String> = units
+            .into_iter()
+            .filter(|u| u != writer && !self.dying.contains(u))
             .collect();
         for t in targets {
             self.enqueue(&t, event.clone(), 0);
@@ -724,63 +717,60 @@ impl<'a> Simulator<'a> {
     }
 
     fn check_invariants(&mut self, set_by: Option<&str>) {
-        let s = self.world.state();
-        let t = s.now_ms;
-        let pd_app = peer_app_bag(&s);
-        let initialised = pd_app.contains_key("cluster_initialised");
-        // endpoints never holds a duplicate
-        if let Some(raw) = pd_app.get("endpoints")
-            && let Ok(list) = serde_json::from_str::<Vec<String>>(raw)
-        {
-            let set: BTreeSet<_> = list.iter().collect();
-            if set.len() != list.len() {
-                self.violate(t, format!("endpoints holds a duplicate: {raw}"));
-            }
-        }
-        // passwords never change once set
-        let label = format!("database-peers.{}.app", s.app);
-        if let Some(sec) = s.secrets.iter().find(|x| x.label == label) {
-            for (k, v) in &sec.content {
-                if !k.ends_with("-password") {
-                    continue;
-                }
-                match self.passwords.get(k) {
-                    Some(old) if old != v => {
-                        self.violate(t, format!("{k} changed after it was set"))
-                    }
-                    None => {
-                        self.passwords.insert(k.clone(), v.clone());
-                    }
-                    _ => {}
+        let (t, found, passwords) = self.world.read(|s| {
+            let mut found = Vec::new();
+            let pd_app = peer_app_bag_ref(s);
+            let initialised = pd_app.is_some_and(|b| b.contains_key("cluster_initialised"));
+            // endpoints never holds a duplicate
+            if let Some(raw) = pd_app.and_then(|b| b.get("endpoints"))
+                && let Ok(list) = serde_json::from_str::<Vec<String>>(raw)
+            {
+                let set: BTreeSet<_> = list.iter().collect();
+                if set.len() != list.len() {
+                    found.push(format!("endpoints holds a duplicate: {raw}"));
                 }
             }
-        }
-        // no unit bootstraps its own cluster before initialisation: only the Juju leader may
-        // start Patroni before `cluster_initialised`, and the cluster is bootstrapped once.
-        for (unit, u) in &s.units {
-            let runs = u.pebble.running.get("postgresql") == Some(&ServiceRun::Active);
-            if runs && !initialised && s.leader.as_deref() != Some(unit.as_str()) {
-                self.violate(t, format!("{unit} started PostgreSQL before the cluster was initialised and is not the leader"));
+            // No unit bootstraps its own cluster before initialisation: only the Juju leader
+            // may start Patroni before `cluster_initialised`.
+            for (unit, u) in &s.units {
+                let runs = u.pebble.running.get("postgresql") == Some(&ServiceRun::Active);
+                if runs && !initialised && s.leader.as_deref() != Some(unit.as_str()) {
+                    found.push(format!("{unit} started PostgreSQL before the cluster was initialised and is not the leader"));
+                }
             }
-        }
-        // A unit shows Active only when its member runs: checked when a status is *set* (by
-        // the unit just dispatched). A status set earlier stays while a dead container runs no
-        // hook, in Juju as here; no charm could change it.
-        for (unit, u) in s.units.iter().filter(|(u, _)| Some(u.as_str()) == set_by) {
-            if u.status.kind == StatusKind::Active {
+            // A unit shows Active only when its member runs: checked when a status is *set*
+            // (by the unit just dispatched). A status set earlier stays while a dead container
+            // runs no hook, in Juju as here; no charm could change it.
+            if let Some(unit) = set_by
+                && let Some(u) = s.units.get(unit)
+                && u.status.kind == StatusKind::Active
+            {
                 let pod = unit.replace('/', "-");
-                let member_runs = s.patroni.members.get(&pod).is_some_and(|m| {
-                    matches!(m.state.as_str(), "running" | "streaming" | "starting")
-                });
+                let member_runs = s.patroni.members.get(&pod).is_some_and(|m| matches!(m.state.as_str(), "running" | "streaming" | "starting"));
                 if !member_runs {
-                    self.violate(
-                        t,
-                        format!(
-                            "{unit} shows Active ({}) but its Patroni member does not run",
-                            u.status
-                        ),
-                    );
+                    found.push(format!("{unit} shows Active ({}) but its Patroni member does not run", u.status));
                 }
+            }
+            let label = format!("database-peers.{}.app", s.app);
+            let passwords: Vec<(String, String)> = s
+                .secrets
+                .iter()
+                .find(|x| x.label == label)
+                .map(|sec| sec.content.iter().filter(|(k, _)| k.ends_with("-password")).map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            (s.now_ms, found, passwords)
+        });
+        for what in found {
+            self.violate(t, what);
+        }
+        // Passwords never change once set.
+        for (k, v) in passwords {
+            match self.passwords.get(&k) {
+                Some(old) if *old != v => self.violate(t, format!("{k} changed after it was set")),
+                None => {
+                    self.passwords.insert(k, v);
+                }
+                _ => {}
             }
         }
     }
@@ -799,7 +789,10 @@ impl<'a> Simulator<'a> {
 
     /// Why each live unit is not converged (empty: converged).
     fn unconverged(&self) -> Vec<String> {
-        let s = self.world.state();
+        self.world.read(|s| self.unconverged_in(s))
+    }
+
+    fn unconverged_in(&self, s: &WorldState) -> Vec<String> {
         let mut why = Vec::new();
         let pd_app = peer_app_bag(&s);
         let endpoints: Vec<String> = pd_app
@@ -1063,6 +1056,13 @@ fn juju_pod(app: &str, n: u32) -> PodState {
 fn host_of(app: &str, unit: &str) -> String {
     let n = unit.rsplit('/').next().unwrap_or("0");
     format!("{app}-{n}.{app}-endpoints")
+}
+
+fn peer_app_bag_ref(s: &WorldState) -> Option<&crate::world::Bag> {
+    s.relations
+        .iter()
+        .find(|r| r.endpoint == PEER)
+        .and_then(|r| r.app_data.get(&s.app))
 }
 
 fn peer_app_bag(s: &WorldState) -> BTreeMap<String, String> {

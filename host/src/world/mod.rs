@@ -61,6 +61,15 @@ impl World {
         self.inner.lock().unwrap().state.clone()
     }
 
+    /// Look at the state without copying it.
+    pub fn read<R>(&self, f: impl FnOnce(&WorldState) -> R) -> R {
+        f(&self.inner.lock().unwrap().state)
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.read(|s| s.now_ms)
+    }
+
     pub fn with_state<R>(&self, f: impl FnOnce(&mut WorldState) -> R) -> R {
         f(&mut self.inner.lock().unwrap().state)
     }
