@@ -555,9 +555,12 @@ impl<'a> Simulator<'a> {
     }
 
     fn live_units(&self) -> Vec<String> {
-        self.world
-            .state()
-            .units
+        self.world.read(|s| self.live_units_in(s))
+    }
+
+    /// Units not leaving, from a state already borrowed (the world's lock is not reentrant).
+    fn live_units_in(&self, s: &WorldState) -> Vec<String> {
+        s.units
             .keys()
             .filter(|u| !self.dying.contains(*u))
             .cloned()
@@ -811,7 +814,7 @@ impl<'a> Simulator<'a> {
         if !pd_app.contains_key("cluster_initialised") {
             why.push("cluster: cluster_initialised is not set".into());
         }
-        let live = self.live_units();
+        let live = self.live_units_in(s);
         let want: BTreeSet<String> = live.iter().map(|u| host_of(&s.app, u)).collect();
         let have: BTreeSet<String> = endpoints.iter().cloned().collect();
         if want != have {
