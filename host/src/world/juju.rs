@@ -125,6 +125,16 @@ impl UnitSession {
     }
 }
 
+/// Labels are per owner in Juju: every unit can have its own unit-owned secret with the same
+/// label (the charm's `database-peers.<app>.unit`), so a label names the application's
+/// secret or this unit's own one, never another unit's.
+fn owned_label(s: &super::SecretState, me: &str) -> bool {
+    match s.owner {
+        super::SecretOwnerKind::Application => true,
+        super::SecretOwnerKind::Unit => s.owner_name == me,
+    }
+}
+
 fn relation_mut(sh: &mut Shadow, id: u32) -> CapResult<&mut super::RelationState> {
     sh.relations.iter_mut().find(|r| r.id == id).ok_or_else(|| Error::not_found(format!("relation {id} not found")))
 }
@@ -271,7 +281,8 @@ impl Juju for UnitSession {
 
     async fn secret_get(&self, label: String) -> CapResult<Option<Vec<Kv>>> {
         self.checked("secret-get")?;
-        self.read(|sh| sh.secrets.iter().find(|s| s.label == label).map(|s| bag_to_kvs(&s.content)))
+        let me = self.unit.clone();
+        self.read(|sh| sh.secrets.iter().find(|s| s.label == label && owned_label(s, &me)).map(|s| bag_to_kvs(&s.content)))
     }
 
     async fn secret_add(&self, label: String, owner: SecretOwner, content: Vec<Kv>) -> CapResult<String> {
@@ -315,7 +326,11 @@ impl Juju for UnitSession {
         let leader = self.leader();
         let me = self.unit.clone();
         self.write(|sh| {
-            let s = sh.secrets.iter_mut().find(|s| s.label == label).ok_or_else(|| Error::not_found(format!("secret {label:?} not found")))?;
+            let s = sh
+                .secrets
+                .iter_mut()
+                .find(|s| s.label == label && owned_label(s, &me))
+                .ok_or_else(|| Error::not_found(format!("secret {label:?} not found")))?;
             let may = match s.owner {
                 super::SecretOwnerKind::Application => leader,
                 super::SecretOwnerKind::Unit => s.owner_name == me,
