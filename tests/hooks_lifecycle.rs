@@ -490,3 +490,36 @@ async fn three_units_converge() {
     }
     assert_eq!(st.patroni.dynamic_config["synchronous_node_count"], 2);
 }
+
+/// World fix: unit-owned secrets share the label `database-peers.<app>.unit`; each unit sees
+/// and updates only its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_unit_sees_its_own_unit_secret() {
+    let mut s = deployment(2);
+    for n in 0..2 {
+        s.secrets.push(SecretState {
+            id: format!("secret:u{n}"),
+            label: format!("database-peers.{APP}.unit"),
+            owner: SecretOwnerKind::Unit,
+            owner_name: unit(n),
+            revision: 1,
+            content: bag(&[("key", &format!("key-of-{n}"))]),
+        });
+    }
+    let world = World::new(s);
+    let label = format!("database-peers.{APP}.unit");
+    let (caps, _) = world.capabilities(&unit(1));
+    let got = caps.juju.secret_get(label.clone()).await.unwrap().unwrap();
+    assert_eq!(got[0].value, "key-of-1");
+    caps.juju
+        .secret_set(
+            label.clone(),
+            vec![charm_host::bindings::Kv::new("key", "new")],
+        )
+        .await
+        .unwrap();
+    caps.juju.commit().await.unwrap();
+    let st = world.state();
+    assert_eq!(st.secrets[0].content["key"], "key-of-0");
+    assert_eq!(st.secrets[1].content["key"], "new");
+}

@@ -271,3 +271,31 @@ pub fn patch_config_with_backoff(ctx: &mut Ctx, patch: &ConfigPatch) -> HookResu
     }
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CharmConfig;
+    use crate::params::Parameters;
+
+    #[test]
+    fn api_patch_leaves_out_nulls_and_keeps_typed_values() {
+        let config = CharmConfig::defaults();
+        let update = ApiConfigUpdate::new(&config, 4, &Parameters::new(), 2, true, None);
+        let patch = api_config_patch(&update);
+        assert_eq!(patch.synchronous_node_count, Some(2));
+        assert_eq!(patch.synchronous_mode_strict, Some(true));
+        assert_eq!(patch.remove_data_directory_on_rewind_failure, Some(false));
+        let names: Vec<&str> = patch.parameters.iter().map(|(n, _)| n.as_str()).collect();
+        // shared_buffers / wal_keep_size / max_prepared_transactions are unset (null upstream).
+        assert!(!names.contains(&"shared_buffers"), "{names:?}");
+        assert!(matches!(
+            patch
+                .parameters
+                .iter()
+                .find(|(n, _)| n == "max_connections"),
+            Some((_, Param::Integer(100)))
+        ));
+        assert!(patch.standby_cluster.is_none());
+    }
+}

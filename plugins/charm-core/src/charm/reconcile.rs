@@ -930,3 +930,33 @@ pub fn enable_disable_extensions(ctx: &mut Ctx) -> HookResult<()> {
 pub fn is_connection_error(e: &Error) -> bool {
     matches!(e.kind, ErrorKind::Unreachable | ErrorKind::Timeout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Value;
+
+    #[test]
+    fn stable_hash_is_32_hex_and_input_sensitive() {
+        let a = stable_hash("max_connections=100\n");
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a, stable_hash("max_connections=100\n"));
+        assert_ne!(a, stable_hash("max_connections=101\n"));
+    }
+
+    #[test]
+    fn config_hash_follows_the_config() {
+        let defaults = CharmConfig::defaults();
+        let changed = CharmConfig::from_pairs(&[(
+            "experimental_max_connections".to_owned(),
+            Value::Int(250),
+        )])
+        .unwrap();
+        assert_eq!(
+            config_hash(&defaults),
+            config_hash(&CharmConfig::defaults())
+        );
+        assert_ne!(config_hash(&defaults), config_hash(&changed));
+    }
+}
