@@ -142,6 +142,16 @@ impl UnitSession {
     }
 }
 
+/// Labels are per owner in Juju: every unit can have its own unit-owned secret with the same
+/// label (the charm's `database-peers.<app>.unit`), so a label names the application's
+/// secret or this unit's own one, never another unit's.
+fn owned_label(s: &super::SecretState, me: &str) -> bool {
+    match s.owner {
+        super::SecretOwnerKind::Application => true,
+        super::SecretOwnerKind::Unit => s.owner_name == me,
+    }
+}
+
 fn relation_mut(sh: &mut Shadow, id: u32) -> CapResult<&mut super::RelationState> {
     sh.relations
         .iter_mut()
@@ -337,10 +347,11 @@ impl Juju for UnitSession {
 
     async fn secret_get(&self, label: String) -> CapResult<Option<Vec<Kv>>> {
         self.checked("secret-get")?;
+        let me = self.unit.clone();
         self.read(|sh| {
             sh.secrets
                 .iter()
-                .find(|s| s.label == label)
+                .find(|s| s.label == label && owned_label(s, &me))
                 .map(|s| bag_to_kvs(&s.content))
         })
     }
@@ -402,7 +413,7 @@ impl Juju for UnitSession {
             let s = sh
                 .secrets
                 .iter_mut()
-                .find(|s| s.label == label)
+                .find(|s| s.label == label && owned_label(s, &me))
                 .ok_or_else(|| Error::not_found(format!("secret {label:?} not found")))?;
             let may = match s.owner {
                 super::SecretOwnerKind::Application => leader,

@@ -15,6 +15,7 @@ pub mod bindings {
     });
 }
 
+pub mod charm;
 pub mod config;
 pub mod endpoints;
 pub mod extensions;

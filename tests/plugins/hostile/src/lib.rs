@@ -7,14 +7,22 @@ struct Hostile;
 
 /// Recursion that lives on the wasm call stack (no address-taken locals).
 fn recurse(n: u64) -> u64 {
-    if n == 0 { 0 } else { 1 + recurse(std::hint::black_box(n - 1)) }
+    if n == 0 {
+        0
+    } else {
+        1 + recurse(std::hint::black_box(n - 1))
+    }
 }
 
 /// Recursion whose frames live on the guest's shadow stack in linear memory.
 fn recurse_shadow(n: u64) -> u64 {
     let buf = [n as u8; 256];
     std::hint::black_box(&buf);
-    if n == 0 { 0 } else { 1 + recurse_shadow(std::hint::black_box(n - 1)) + buf[3] as u64 }
+    if n == 0 {
+        0
+    } else {
+        1 + recurse_shadow(std::hint::black_box(n - 1)) + buf[3] as u64
+    }
 }
 
 impl Guest for Hostile {
@@ -46,7 +54,8 @@ impl Guest for Hostile {
                 // 32 MiB through a host call: the host must bound what it accepts.
                 let huge = "x".repeat(32 << 20);
                 juju::log(LogLevel::Info, &huge);
-                juju::state_set("hostile-huge", &huge).map_err(|e| format!("{:?}: {}", e.kind, e.message))?;
+                juju::state_set("hostile-huge", &huge)
+                    .map_err(|e| format!("{:?}: {}", e.kind, e.message))?;
                 Ok(Outcome::Done)
             }
             "read-file" => match std::fs::read_to_string("/etc/passwd") {

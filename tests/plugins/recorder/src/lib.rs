@@ -4,8 +4,8 @@
 //! It defers while the state key `defer-<event>` is `yes`; events named `fail...` return an
 //! error; `touch-reserved` tries to write the host's own queue key; `sleep` waits 3 × 400 ms
 //! through the clock capability.
-use charm_core::bindings::charm::host::{clock, juju};
 use charm_core::bindings::charm::host::types::{Event, Outcome};
+use charm_core::bindings::charm::host::{clock, juju};
 use charm_core::bindings::{Guest, export_plugin};
 
 struct Recorder;
@@ -37,7 +37,11 @@ impl Guest for Recorder {
             return Err("failed on purpose".into());
         }
         let defer = juju::state_get(&format!("defer-{}", event.name)).map_err(err)?;
-        Ok(if defer.as_deref() == Some("yes") { Outcome::Defer } else { Outcome::Done })
+        Ok(if defer.as_deref() == Some("yes") {
+            Outcome::Defer
+        } else {
+            Outcome::Done
+        })
     }
 }
 
