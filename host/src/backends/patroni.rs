@@ -269,13 +269,21 @@ impl PatroniBackend {
                 Err(e)
                     if e.is_connect()
                         && !e.is_timeout()
+                        && !is_tls_failure(&e)
                         && attempt < self.config.connect_retries =>
                 {
                     attempt += 1;
                     tracing::debug!(request = %what, error = %chain(&e), attempt, "patroni: connect failed, retrying");
                     tokio::time::sleep(self.config.retry_delay).await;
                 }
-                Err(e) => return Err(transport_error(&what, &e, timeout, attempt)),
+                Err(e) => {
+                    return Err(transport_error(
+                        &what,
+                        &e,
+                        (self.config.connect_timeout, timeout),
+                        attempt,
+                    ));
+                }
             }
         }
     }
@@ -339,14 +347,50 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn transport_error(what: &str, e: &reqwest::Error, timeout: Duration, retries: u32) -> Error {
+/// Whether rustls refused the handshake somewhere down the error's causes (reqwest reports it
+/// as a connect error, but the server was reached: it is a certificate or protocol problem).
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        // io::Error hides what it wraps from source() (it skips a level), and tokio-rustls
+        // nests one io::Error in another: unwrap them by hand.
+        let mut io = c.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(std::io::Error::get_ref) {
+            if inner.downcast_ref::<rustls::Error>().is_some() {
+                return true;
+            }
+            io = inner.downcast_ref::<std::io::Error>();
+        }
+        cur = c.source();
+    }
+    false
+}
+
+fn transport_error(
+    what: &str,
+    e: &reqwest::Error,
+    timeouts: (Duration, Duration),
+    retries: u32,
+) -> Error {
+    let (connect_timeout, timeout) = timeouts;
     let detail = chain(e);
     let tries = if retries > 0 {
         format!(" (after {} attempts)", retries + 1)
     } else {
         String::new()
     };
-    if e.is_timeout() {
+    if is_tls_failure(e) {
+        Error::other(format!(
+            "{what}: the TLS handshake with Patroni failed{tries}: {detail}"
+        ))
+    } else if e.is_connect() && e.is_timeout() {
+        Error::timeout(format!(
+            "{what}: cannot connect within {connect_timeout:?}{tries}: {detail}"
+        ))
+    } else if e.is_timeout() {
         Error::timeout(format!(
             "{what}: no complete answer within {timeout:?}{tries}: {detail}"
         ))

@@ -18,10 +18,12 @@
 //!   `timeout`;
 //! - authentication failed (28P01, 28000), insufficient privilege (42501) → `forbidden`;
 //! - duplicate role or database (42710, 42P04), dependent objects (2BP01) → `conflict`;
-//! - undefined role/object (42704), unknown database (3D000), extension not installed
-//!   (58P01: no control file) → `not-found`;
-//! - read-only transaction (25006, a write on a replica), identifiers PostgreSQL would
-//!   truncate, NUL bytes → `invalid`;
+//! - undefined role/object (42704), unknown database (3D000) → `not-found`;
+//! - extension not installed on the server (58P01 no control file; 0A000 "is not available"
+//!   from CREATE EXTENSION only) → `not-found`;
+//! - read-only transaction (25006, a write on a replica), invalid parameter value (22023, e.g.
+//!   an extension name PostgreSQL refuses), identifiers PostgreSQL would truncate, NUL bytes →
+//!   `invalid`;
 //! - anything else → `other`.
 
 use std::fmt;
@@ -178,7 +180,7 @@ fn sql_kind(code: &SqlState) -> ErrorKind {
         "28P01" | "28000" | "42501" => ErrorKind::Forbidden,
         "42710" | "42P04" | "2BP01" => ErrorKind::Conflict,
         "42704" | "3D000" | "58P01" => ErrorKind::NotFound,
-        "25006" => ErrorKind::Invalid,
+        "25006" | "22023" => ErrorKind::Invalid,
         "57P03" | "57P01" => ErrorKind::Unreachable,
         "57014" => ErrorKind::Timeout,
         _ => ErrorKind::Other,
@@ -571,6 +573,13 @@ impl Postgresql for PostgresqlBackend {
                 match c.execute(sql.as_str(), &[]).await {
                     Ok(_) => {}
                     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+                    // PostgreSQL 15 reports a missing extension as "feature not supported"
+                    // (`extension "x" is not available`); for the charm it is simply absent.
+                    Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+                        let mut err = pg_error(op, place, &e);
+                        err.kind = ErrorKind::NotFound;
+                        return Err(err);
+                    }
                     Err(e) => return Err(pg_error(op, place, &e)),
                 }
             }
