@@ -851,3 +851,170 @@ async fn pebble_misbehaving_daemons() {
         ErrorKind::Unreachable,
     );
 }
+
+/// Runs `openssl` (Debian's, present on the build machines) and fails with its stderr.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`<name>-ca.pem`) and a server certificate for 127.0.0.1 signed by it.
+fn make_ca_and_server_cert(dir: &std::path::Path, name: &str) {
+    let ca = format!("{name}-ca");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-days",
+            "1",
+        ]
+        .into_iter()
+        .chain([
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ])
+        .collect::<Vec<_>>(),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+}
+
+/// An https server presenting `<name>.pem` that answers every request with a healthy member.
+async fn fake_https(dir: &std::path::Path, name: &str) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let script: Script = Arc::new(|_| {
+                    http(
+                        "200 OK",
+                        "application/json",
+                        r#"{"state":"running","role":"primary"}"#,
+                    )
+                });
+                serve(tls, script, Arc::new(Mutex::new(Vec::new()))).await;
+            });
+        }
+    });
+    port
+}
+
+/// https end to end: the configured CA verifies Patroni's certificate; a certificate from
+/// another CA is refused as a TLS failure (other), not retried, not mistaken for a dead host.
+#[tokio::test]
+async fn patroni_https_verifies_against_the_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca_and_server_cert(dir.path(), "patroni");
+    make_ca_and_server_cert(dir.path(), "stranger");
+    let port = fake_https(dir.path(), "patroni").await;
+    let stranger = fake_https(dir.path(), "stranger").await;
+    let tls = Auth {
+        password: "x".into(),
+        tls: true,
+    };
+    let targets = Targets::for_unit("pg", 0, "ns", 8008)
+        .with_override("pg-0.pg-endpoints", "127.0.0.1", port)
+        .with_override("impostor", "127.0.0.1", stranger);
+    let p = PatroniBackend::new(PatroniConfig {
+        ca_file: Some(dir.path().join("patroni-ca.pem")),
+        ..PatroniConfig::new(targets)
+    })
+    .unwrap();
+
+    let h = p.health(Target::OwnUnit, tls.clone()).await.unwrap();
+    assert_eq!((h.state.as_str(), h.role.as_str()), ("running", "primary"));
+
+    let t0 = Instant::now();
+    let e = assert_kind(
+        p.health(Target::Host("impostor".into()), tls.clone()).await,
+        ErrorKind::Other,
+    );
+    assert!(
+        e.message.contains("TLS handshake") && !e.message.contains("attempts"),
+        "{e:?}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(400),
+        "not retried: {:?}",
+        t0.elapsed()
+    );
+
+    // Plain http to an https server is not mistaken for success either.
+    let e = p
+        .health(Target::OwnUnit, Auth { tls: false, ..tls })
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Other, "{e:?}");
+}
