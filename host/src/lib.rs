@@ -6,7 +6,9 @@
 //! - [`runtime`]: wasmtime engine, plugin loading and caching, per-event limits.
 //! - [`dispatch`]: Juju's dispatch contract: the event from the environment, deferral, commit.
 //! - [`world`]: the simulated world, an in-memory implementation of every capability.
+//! - [`backends`]: the production implementations of Pebble, Patroni and PostgreSQL.
 
+pub mod backends;
 pub mod bench;
 pub mod bindings;
 pub mod capability;

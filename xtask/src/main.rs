@@ -210,9 +210,18 @@ fn install_pebble() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Debian packages the real-server tests use (PostgreSQL 15 and psycopg2 for Patroni).
-const APT_PACKAGES: &[&str] = &["postgresql", "python3-psycopg2"];
-const PATRONI_SPEC: &str = "patroni[kubernetes]==4.1.5";
+/// Debian packages the real-server tests use: PostgreSQL 15; psycopg2 and the etcd client for
+/// Patroni; etcd as the DCS of the backend tests' cluster; openssl for test certificates.
+const APT_PACKAGES: &[&str] = &[
+    "postgresql",
+    "python3-psycopg2",
+    "python3-venv",
+    "python3-etcd",
+    "etcd-server",
+    "openssl",
+];
+/// Patroni 4.1.5 with both DCSs the tests use: Kubernetes (the stand-in) and etcd.
+const PATRONI_SPEC: &str = "patroni[kubernetes,etcd3]==4.1.5";
 
 fn install_apt_packages() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
