@@ -1,0 +1,4 @@
+//! Production implementations of the capability traits.
+
+pub mod juju;
+pub mod kubernetes;
