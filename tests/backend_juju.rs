@@ -416,11 +416,7 @@ async fn writes_are_buffered_flushed_once_and_durable_only_when_the_context_comm
         )),
         "nothing is written before commit"
     );
-    assert!(
-        peer_bag(a.world(), APP)
-            .get("cluster_initialised")
-            .is_none()
-    );
+    assert!(!peer_bag(a.world(), APP).contains_key("cluster_initialised"));
 
     j.commit().await.unwrap();
     let flushed: Vec<RecordedCall> = a.calls().into_iter().skip(before_commit).collect();
@@ -472,9 +468,7 @@ async fn writes_are_buffered_flushed_once_and_durable_only_when_the_context_comm
     assert_eq!(w.units[U0].status.message, "-starting");
     assert_eq!(w.units[U0].workload_version, "16.6");
     assert!(
-        peer_bag(a.world(), APP)
-            .get("cluster_initialised")
-            .is_none(),
+        !peer_bag(a.world(), APP).contains_key("cluster_initialised"),
         "not durable before the context commits"
     );
     assert!(w.units[U0].state.is_empty());
@@ -553,11 +547,7 @@ async fn an_aborted_context_changes_nothing() {
     j.commit().await.unwrap(); // the backend flushed; the hook then failed
     a.agent.abort("ctx-fail");
     let w = a.world().state();
-    assert!(
-        peer_bag(a.world(), APP)
-            .get("cluster_initialised")
-            .is_none()
-    );
+    assert!(!peer_bag(a.world(), APP).contains_key("cluster_initialised"));
     assert!(w.units[U0].state.is_empty());
     assert!(
         w.secrets.iter().all(|s| s.label != APP_SECRET),
@@ -784,6 +774,21 @@ async fn errors_map_like_ops_and_keep_stderr() {
             .kind,
         ErrorKind::NotFound
     );
+
+    // A label already taken (unit 1 owns no unit secret yet; create one twice in two contexts).
+    let j_other = a.juju(U1, "ctx-err-a");
+    j_other
+        .secret_add("u1-secret".into(), SecretOwner::Unit, vec![kv("abc", "1")])
+        .await
+        .unwrap();
+    j_other.commit().await.unwrap();
+    a.agent.commit("ctx-err-a").await.unwrap();
+    let e = a
+        .juju(U1, "ctx-err-b")
+        .secret_add("u1-secret".into(), SecretOwner::Unit, vec![kv("abc", "2")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e:?}");
 
     // Refused before any tool runs.
     let n = j.call_count();

@@ -119,7 +119,7 @@ fn output(args: &Args, v: &Json) -> R {
     let text = match args.value("format").unwrap_or("smart") {
         "json" => serde_json::to_string(v).expect("JSON values serialise"),
         "yaml" => serde_yaml::to_string(v)
-            .map_err(|e| Response::error(e))?
+            .map_err(Response::error)?
             .trim_end()
             .to_string(),
         "smart" => match v {
@@ -127,7 +127,7 @@ fn output(args: &Args, v: &Json) -> R {
             Json::Bool(b) => if *b { "True" } else { "False" }.to_string(),
             Json::Null => String::new(),
             other => serde_yaml::to_string(other)
-                .map_err(|e| Response::error(e))?
+                .map_err(Response::error)?
                 .trim_end()
                 .to_string(),
         },
@@ -986,18 +986,17 @@ fn goal_state(inner: &Inner, session: &UnitSession, args: &Args) -> R {
         for name in alive.iter().skip(planned) {
             units.insert((*name).clone(), json!({"status": "dying", "since": since}));
         }
-        let mut next = state
+        let next = state
             .units
             .keys()
             .filter_map(|n| n.rsplit('/').next()?.parse::<u32>().ok())
             .max()
             .map_or(0, |n| n + 1);
-        for _ in alive.len()..planned {
+        for n in next..next + (planned.saturating_sub(alive.len()) as u32) {
             units.insert(
-                format!("{}/{next}", state.app),
+                format!("{}/{n}", state.app),
                 json!({"status": "waiting", "since": since}),
             );
-            next += 1;
         }
     }
     let mut relations = serde_json::Map::new();

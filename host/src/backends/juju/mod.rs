@@ -531,7 +531,8 @@ impl HookToolsJuju {
             if c.state.as_ref().is_some_and(|st| !st.contains_key(key)) {
                 continue;
             }
-            self.run("state-delete", &[key.clone()], None).await?;
+            self.run("state-delete", std::slice::from_ref(key), None)
+                .await?;
         }
         if let Some(st) = c.state.as_mut() {
             for (k, v) in pending {
@@ -572,10 +573,11 @@ impl HookToolsJuju {
             })
             .collect();
         for p in open.difference(&want) {
-            self.run("close-port", &[p.clone()], None).await?;
+            self.run("close-port", std::slice::from_ref(p), None)
+                .await?;
         }
         for p in want.difference(&open) {
-            self.run("open-port", &[p.clone()], None).await?;
+            self.run("open-port", std::slice::from_ref(p), None).await?;
         }
         Ok(())
     }

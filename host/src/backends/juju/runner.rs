@@ -173,7 +173,8 @@ impl ToolFailure {
     /// (`model._wrap_hookcmd`): "relation not found" → not-found; "permission denied" on a
     /// relation read → forbidden; "not found" from a `secret-*` tool → not-found. Beyond ops,
     /// which has no typed kinds for them: leadership and permission refusals elsewhere →
-    /// forbidden, and a missing tool → unreachable (no agent to talk to). The stderr is kept.
+    /// forbidden, "already exists" (a secret label taken) → conflict, and a missing tool →
+    /// unreachable (no agent to talk to). The stderr is kept.
     pub fn to_error(&self) -> Error {
         let stderr = self.stderr.trim();
         let message = format!("{} failed (exit {}): {}", self.tool, self.code, stderr);
@@ -192,6 +193,9 @@ impl ToolFailure {
         }
         if lower.contains("permission denied") || lower.contains("not the leader") {
             return Error::forbidden(message);
+        }
+        if lower.contains("already exists") {
+            return Error::conflict(message);
         }
         Error::other(message)
     }
