@@ -40,3 +40,39 @@ pub fn install(dir: &Path, hook: &str, plugin: &str) {
     std::fs::copy(test_plugin(plugin), &tmp).unwrap();
     std::fs::rename(&tmp, dir.join(format!("{hook}.wasm"))).unwrap();
 }
+
+/// The multi-call hook-tool client (`crates/hook-tools`), built beside this test binary.
+/// Cargo builds only this package's binaries for its tests, so build that one here (a no-op
+/// when it is fresh).
+pub fn hook_tools_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/<test> -> target/<profile>/hook-tools
+            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            let target_dir = profile_dir.parent().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .current_dir(root())
+                .args([
+                    "build",
+                    "--quiet",
+                    "--package",
+                    "hook-tools",
+                    "--target-dir",
+                ])
+                .arg(target_dir)
+                .status()
+                .expect("running cargo to build hook-tools");
+            assert!(status.success(), "building hook-tools failed");
+            let bin = profile_dir.join("hook-tools");
+            assert!(
+                bin.exists(),
+                "{} is missing after building hook-tools",
+                bin.display()
+            );
+            bin
+        })
+        .clone()
+}

@@ -64,6 +64,40 @@ enum Command {
         /// Print each run's capability calls.
         #[arg(long)]
         trace: bool,
+        /// Where the Juju capability comes from: the --world file, or Juju's hook tools on
+        /// PATH (identity from JUJU_UNIT_NAME etc.; the other families still come from --world).
+        #[arg(long, value_enum, default_value_t = JujuSource::World)]
+        juju: JujuSource,
+    },
+    /// Serve Juju's hook tools for one unit from a simulated world (a stand-in for the unit
+    /// agent). With a COMMAND, run it as a hook under a fresh context and commit the
+    /// context's writes if it exits 0 (as Juju's uniter does); otherwise serve until
+    /// interrupted, contexts ending through `hook-tools commit|abort`.
+    JujuStandin {
+        /// The world state file; updated after every committed context.
+        #[arg(long)]
+        world: PathBuf,
+        /// Where to write the world instead of --world.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The unit whose tools to serve (default: the world's leader).
+        #[arg(long)]
+        unit: Option<String>,
+        /// The agent socket to create (JUJU_AGENT_SOCKET_ADDRESS).
+        #[arg(long)]
+        socket: PathBuf,
+        /// Create one symlink per hook tool here (and put it first on the COMMAND's PATH).
+        #[arg(long)]
+        tools_dir: Option<PathBuf>,
+        /// The multi-call hook-tools binary (default: `hook-tools` beside this executable).
+        #[arg(long)]
+        hook_tools: Option<PathBuf>,
+        /// Context id for COMMAND (default: `<unit>-<pid>-<time>`).
+        #[arg(long)]
+        context_id: Option<String>,
+        /// The hook to run, e.g. `charm-host dispatch --juju hook-tools ...`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
     },
     /// Run one event on one unit against a state file; print the trace, statuses and diff.
     Scenario {
@@ -161,6 +195,12 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum JujuSource {
+    World,
+    HookTools,
 }
 
 fn main() -> ExitCode {
@@ -481,6 +521,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("precompiled {n} plugins");
             Ok(ExitCode::SUCCESS)
         }
+        Command::JujuStandin {
+            world,
+            out,
+            unit,
+            socket,
+            tools_dir,
+            hook_tools,
+            context_id,
+            command,
+        } => {
+            juju_standin(
+                world, out, unit, socket, tools_dir, hook_tools, context_id, command,
+            )
+            .await
+        }
         Command::Dispatch {
             common,
             world,
@@ -488,6 +543,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             unit,
             event,
             trace,
+            juju,
         } => {
             let event = match &event {
                 Some(arg) => event_from_arg(arg)?,
@@ -528,7 +584,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let runtime = common.runtime()?;
             let mut dispatcher = Dispatcher::new(&runtime, common.plugins_dir());
             dispatcher.trace = trace;
-            let (caps, _session) = world.capabilities(&unit);
+            let (mut caps, _session) = world.capabilities(&unit);
+            if juju == JujuSource::HookTools {
+                caps.juju =
+                    std::sync::Arc::new(charm_host::backends::juju::HookToolsJuju::from_env()?);
+            }
             let result = dispatcher.dispatch(&caps, event.clone()).await;
             write_world(out.as_deref().unwrap_or(&world_path), &world)?;
             let runs = match &result {
@@ -583,4 +643,111 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `charm-host juju-standin`: see the subcommand's help.
+#[allow(clippy::too_many_arguments)]
+async fn juju_standin(
+    world_path: PathBuf,
+    out: Option<PathBuf>,
+    unit: Option<String>,
+    socket: PathBuf,
+    tools_dir: Option<PathBuf>,
+    hook_tools: Option<PathBuf>,
+    context_id: Option<String>,
+    command: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    use charm_host::juju_standin;
+    let world = read_world(&world_path)?;
+    let unit = unit
+        .or_else(|| world.state().leader)
+        .ok_or_else(|| anyhow::anyhow!("no unit: give --unit or name a leader in the world"))?;
+    if let Some(dir) = &tools_dir {
+        let binary = match hook_tools {
+            Some(b) => b,
+            None => std::env::current_exe()?
+                .parent()
+                .map(|d| d.join("hook-tools"))
+                .ok_or_else(|| anyhow::anyhow!("cannot locate this executable's directory"))?,
+        };
+        juju_standin::install_tools(&binary, dir)?;
+    }
+    let out_path = out.unwrap_or_else(|| world_path.clone());
+    let save_to = out_path.clone();
+    let on_commit: Box<dyn Fn(&World) + Send + Sync> = Box::new(move |w: &World| {
+        if let Err(e) = write_world(&save_to, w) {
+            tracing::error!("cannot write the world to {}: {e:#}", save_to.display());
+        }
+    });
+    let agent = juju_standin::serve_with(world.clone(), &unit, &socket, Some(on_commit)).await?;
+    if command.is_empty() {
+        println!("serving the hook tools of {unit} on {}", socket.display());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        agent.shutdown().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let context_id = context_id.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{}-{}-{now}", unit.replace('/', "-"), std::process::id())
+    });
+    let state = world.state();
+    let mut child = tokio::process::Command::new(&command[0]);
+    child
+        .args(&command[1..])
+        .envs(agent.env(&context_id))
+        .env("JUJU_UNIT_NAME", &unit)
+        .env("JUJU_MODEL_NAME", &state.model.name)
+        .env("JUJU_MODEL_UUID", &state.model.uuid)
+        .env("JUJU_VERSION", &state.model.juju_version);
+    if let Some(dir) = &tools_dir {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![std::fs::canonicalize(dir)?];
+        dirs.extend(std::env::split_paths(&path));
+        child.env("PATH", std::env::join_paths(dirs)?);
+    }
+    let status = child
+        .status()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot run {:?}: {e}", command[0]))?;
+    // What the hook cost in agent round trips (each is a process and an API call in Juju).
+    let calls = agent.calls();
+    let mut tally: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for c in &calls {
+        *tally.entry(c.command.as_str()).or_default() += 1;
+    }
+    let tally: Vec<String> = tally
+        .iter()
+        .map(|(tool, n)| format!("{tool} x{n}"))
+        .collect();
+    eprintln!(
+        "charm-host juju-standin: {} hook-tool call(s): {}",
+        calls.len(),
+        tally.join(", ")
+    );
+    if status.success() {
+        let changed = agent.commit(&context_id).await?;
+        eprintln!(
+            "charm-host juju-standin: hook exited 0; committed context {context_id} ({} databag(s) changed)",
+            changed.len()
+        );
+    } else {
+        agent.abort(&context_id);
+        // Status and workload version are not transactional in Juju: keep them.
+        write_world(&out_path, agent.world())?;
+        eprintln!(
+            "charm-host juju-standin: hook failed ({status}); discarded the writes of context {context_id}"
+        );
+    }
+    agent.shutdown().await;
+    Ok(match status.code() {
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::from(1),
+    })
 }

@@ -1,4 +1,8 @@
-//! Production implementations of three capability families, talking to the real thing:
+//! Production implementations of the capability families, talking to the real thing:
+//!
+//! - [`juju::HookToolsJuju`]: Juju's hook tools, each value read once per dispatch and each
+//!   databag written once at commit.
+//! - [`kubernetes::KubernetesBackend`]: the `kube` client in the model's namespace.
 //!
 //! - [`PebbleBackend`]: Pebble in the workload container, over its unix socket
 //!   (`/charm/containers/postgresql/pebble.socket` in production).
@@ -13,6 +17,8 @@
 //! Where requests go is a [`Targets`] value: production derives pod and Service DNS names from
 //! the application, unit number and namespace; tests remap those names to loopback ports.
 
+pub mod juju;
+pub mod kubernetes;
 mod patroni;
 mod pebble;
 mod postgresql;

@@ -152,6 +152,26 @@ fn owned_label(s: &super::SecretState, me: &str) -> bool {
     }
 }
 
+/// Views through this dispatch's uncommitted writes, for the hook-tool stand-in
+/// ([`crate::juju_standin`]), whose tools address secrets by id and read whole maps.
+impl UnitSession {
+    pub(crate) fn secrets_view(&self) -> CapResult<Vec<super::SecretState>> {
+        self.read(|sh| sh.secrets.clone())
+    }
+
+    pub(crate) fn state_view(&self) -> CapResult<Bag> {
+        self.read(|sh| sh.unit_state.clone())
+    }
+
+    pub(crate) fn ports_view(&self) -> CapResult<Vec<super::PortState>> {
+        self.read(|sh| sh.ports.clone())
+    }
+
+    pub(crate) fn relations_view(&self) -> CapResult<Vec<super::RelationState>> {
+        self.read(|sh| sh.relations.clone())
+    }
+}
+
 fn relation_mut(sh: &mut Shadow, id: u32) -> CapResult<&mut super::RelationState> {
     sh.relations
         .iter_mut()
