@@ -875,7 +875,21 @@ async fn patroni_config_patch_sync_mode_and_switchover() {
         .patch_config(Target::PrimaryService, auth(), patch)
         .await
         .unwrap();
-    let cfg = c.config();
+    // GET /config answers from Patroni's cached copy of the DCS, which may lag the PATCH by a
+    // loop; wait (bounded) for the patch to show, then check every field.
+    let cfg = wait_for(
+        "the patched dynamic config",
+        Duration::from_secs(20),
+        || async {
+            let cfg = c.config();
+            if cfg["synchronous_node_count"] == 2 {
+                Ok(cfg)
+            } else {
+                Err(format!("{cfg}"))
+            }
+        },
+    )
+    .await;
     assert_eq!(cfg["synchronous_node_count"], 2);
     assert_eq!(cfg["maximum_lag_on_failover"], 2097152);
     assert_eq!(cfg["failsafe_mode"], true);

@@ -549,10 +549,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(arg) => event_from_arg(arg)?,
                 None => event_from_env(|k| std::env::var(k).ok())?,
             };
+            let runtime = common.runtime()?;
+            let mut dispatcher = Dispatcher::new(&runtime, common.plugins_dir());
+            dispatcher.trace = trace;
+            // Under Juju (no --world): every family from the production backends.
             let Some(world_path) = world else {
-                anyhow::bail!(
-                    "no --world given: the production backends (Juju hook tools, Kubernetes, Pebble, Patroni, PostgreSQL) are not part of this build yet; dispatch against a simulated world with --world STATE.yaml"
-                );
+                let caps = charm_host::backends::production().await?;
+                let unit = std::env::var("JUJU_UNIT_NAME").unwrap_or_default();
+                let result = dispatcher.dispatch(&caps, event.clone()).await;
+                return Ok(report_dispatch(&unit, &event, result, trace, None));
             };
             let world = read_world(&world_path)?;
             let unit = unit
@@ -581,9 +586,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     a.name = name;
                 });
             }
-            let runtime = common.runtime()?;
-            let mut dispatcher = Dispatcher::new(&runtime, common.plugins_dir());
-            dispatcher.trace = trace;
             let (mut caps, _session) = world.capabilities(&unit);
             if juju == JujuSource::HookTools {
                 caps.juju =
@@ -591,56 +593,65 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let result = dispatcher.dispatch(&caps, event.clone()).await;
             write_world(out.as_deref().unwrap_or(&world_path), &world)?;
-            let runs = match &result {
-                Ok(r) => &r.runs,
-                Err(e) => &e.runs,
-            };
-            for run in runs {
-                let outcome = match &run.report.result {
-                    Ok(o) => format!("{o:?}").to_lowercase(),
-                    Err(f) => format!("failed ({})", f.cause()),
-                };
+            let status = world.state().units[&unit].status.to_string();
+            Ok(report_dispatch(&unit, &event, result, trace, Some(status)))
+        }
+    }
+}
+
+/// Print what a dispatch did, one line per run, and the verdict; the exit code.
+fn report_dispatch(
+    unit: &str,
+    event: &charm_host::bindings::Event,
+    result: Result<charm_host::dispatch::DispatchReport, charm_host::dispatch::DispatchError>,
+    trace: bool,
+    status: Option<String>,
+) -> ExitCode {
+    let runs = match &result {
+        Ok(r) => &r.runs,
+        Err(e) => &e.runs,
+    };
+    for run in runs {
+        let outcome = match &run.report.result {
+            Ok(o) => format!("{o:?}").to_lowercase(),
+            Err(f) => format!("failed ({})", f.cause()),
+        };
+        let again = if run.event.deferred {
+            " (re-emitted)"
+        } else {
+            ""
+        };
+        println!("{unit}: {}{again} -> {outcome}", run.event.name);
+        if trace {
+            for t in &run.report.trace {
+                println!("    {}.{}{} -> {}", t.family, t.call, t.args, t.result);
+            }
+        }
+    }
+    match result {
+        Ok(report) => {
+            if report.no_plugin {
+                println!("{unit}: {} -> no plugin (nothing to do)", event.name);
+            }
+            if report.duplicate_skipped {
                 println!(
-                    "{unit}: {}{} -> {outcome}",
-                    run.event.name,
-                    if run.event.deferred {
-                        " (re-emitted)"
-                    } else {
-                        ""
-                    }
+                    "{unit}: {} -> skipped (an identical event is still deferred)",
+                    event.name
                 );
-                if trace {
-                    for t in &run.report.trace {
-                        println!("    {}.{}{} -> {}", t.family, t.call, t.args, t.result);
-                    }
-                }
             }
-            let status = world.state().units[&unit].status.clone();
-            match result {
-                Ok(report) => {
-                    if report.no_plugin {
-                        println!("{unit}: {} -> no plugin (nothing to do)", event.name);
-                    }
-                    if report.duplicate_skipped {
-                        println!(
-                            "{unit}: {} -> skipped (an identical event is still deferred)",
-                            event.name
-                        );
-                    }
-                    println!(
-                        "{unit}: status {status}; {} deferred event(s) queued",
-                        report.queue.notices.len()
-                    );
-                    if let Some(msg) = report.action_failed {
-                        println!("{unit}: action failed: {msg}");
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("charm-host: {e}");
-                    Ok(ExitCode::from(1))
-                }
+            let status = status.map(|s| format!("status {s}; ")).unwrap_or_default();
+            println!(
+                "{unit}: {status}{} deferred event(s) queued",
+                report.queue.notices.len()
+            );
+            if let Some(msg) = report.action_failed {
+                println!("{unit}: action failed: {msg}");
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("charm-host: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -185,3 +185,33 @@ mod tests {
         assert_eq!(snippet(b"  short \n"), "short");
     }
 }
+
+/// Every capability family from the production backends, as a hook under Juju sees them:
+/// identity from `JUJU_UNIT_NAME` and `JUJU_MODEL_NAME` (the model is the namespace), Juju
+/// through the hook tools, Kubernetes through the pod's service account, Pebble through the
+/// workload container's socket, Patroni and PostgreSQL at the unit's and the primary Service's
+/// DNS names, real time and the operating system's CSPRNG.
+pub async fn production() -> anyhow::Result<crate::capability::Capabilities> {
+    let unit = std::env::var("JUJU_UNIT_NAME")
+        .map_err(|_| anyhow::anyhow!("JUJU_UNIT_NAME is not set: the production backends need Juju's hook environment (or give --world)"))?;
+    let namespace = std::env::var("JUJU_MODEL_NAME")
+        .map_err(|_| anyhow::anyhow!("JUJU_MODEL_NAME is not set: the production backends need Juju's hook environment (or give --world)"))?;
+    let (app, number) = unit
+        .rsplit_once('/')
+        .and_then(|(a, n)| Some((a.to_string(), n.parse::<u32>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("JUJU_UNIT_NAME={unit:?} is not <application>/<number>"))?;
+    Ok(crate::capability::Capabilities {
+        juju: Arc::new(juju::HookToolsJuju::from_env()?),
+        kubernetes: Arc::new(
+            kubernetes::KubernetesBackend::from_environment(namespace.clone(), app.clone()).await?,
+        ),
+        pebble: Arc::new(PebbleBackend::production()),
+        patroni: Arc::new(
+            PatroniBackend::production(&app, number, &namespace)
+                .map_err(|e| anyhow::anyhow!("Patroni backend: {e}"))?,
+        ),
+        postgresql: Arc::new(PostgresqlBackend::production(&app, number, &namespace)),
+        clock: Arc::new(crate::capability::SystemClock),
+        random: Arc::new(crate::capability::SystemRandom),
+    })
+}
