@@ -1141,3 +1141,83 @@ async fn end_to_end_dispatch_under_the_stand_in() {
         "the failed hook's state-set was not committed"
     );
 }
+
+/// Issue 5's budget, with the real plugin: a fresh leader-elected on a 3-unit deployment makes
+/// at most 15 hook-tool calls (each is a process and an agent round trip in Juju; the upstream
+/// charm makes about 123).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_leader_elected_plugin_makes_at_most_15_hook_tool_calls() {
+    let hook_tools = support::hook_tools_bin();
+    let plugins = support::root().join("target/plugins");
+    assert!(
+        plugins.join("leader-elected.wasm").exists(),
+        "run `cargo xtask build` first"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fresh =
+        std::fs::read_to_string(support::root().join("tests/data/fresh-3-units.yaml")).unwrap();
+    let juju_world = dir.path().join("juju.yaml");
+    let other_world = dir.path().join("rest.yaml");
+    std::fs::write(&juju_world, &fresh).unwrap();
+    std::fs::write(&other_world, &fresh).unwrap();
+    let host = env!("CARGO_BIN_EXE_charm-host");
+    let out = Command::new(host)
+        .args(["juju-standin", "--world"])
+        .arg(&juju_world)
+        .args(["--unit", U0, "--socket"])
+        .arg(dir.path().join("agent.socket"))
+        .arg("--tools-dir")
+        .arg(dir.path().join("tools"))
+        .arg("--hook-tools")
+        .arg(&hook_tools)
+        .args(["--", host, "dispatch", "--juju", "hook-tools", "--world"])
+        .arg(&other_world)
+        .args(["--event", "leader-elected", "--plugins"])
+        .arg(&plugins)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .env("CHARM_HOST_LOG", "error")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let calls: usize = text
+        .lines()
+        .find_map(|l| {
+            l.split("charm-host juju-standin: ")
+                .nth(1)?
+                .split(" hook-tool call(s)")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no call tally in: {text}"));
+    assert!(calls <= 15, "{calls} hook-tool calls: {text}");
+    // And the hook did its work through them: passwords stored, own endpoint listed.
+    let w = World::from_yaml(&std::fs::read_to_string(&juju_world).unwrap())
+        .unwrap()
+        .state();
+    let secret = w
+        .secrets
+        .iter()
+        .find(|s| s.label == APP_SECRET)
+        .expect("the app secret was added");
+    for user in ["operator", "replication", "rewind", "monitoring", "patroni"] {
+        assert_eq!(
+            secret.content[&format!("{user}-password")].len(),
+            16,
+            "{user}"
+        );
+    }
+    assert_eq!(
+        peer_bag(
+            &World::from_yaml(&std::fs::read_to_string(&juju_world).unwrap()).unwrap(),
+            APP
+        )["endpoints"],
+        r#"["postgresql-k8s-0.postgresql-k8s-endpoints"]"#
+    );
+}

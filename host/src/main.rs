@@ -136,6 +136,9 @@ enum Command {
         units: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Run every seed of a range (`1..200`, inclusive) and print one verdict line each.
+        #[arg(long, conflicts_with = "seed")]
+        seeds: Option<String>,
         #[arg(long, value_enum, default_value = "deploy")]
         story: charm_host::simulate::Story,
         /// Print the report as JSON.
@@ -371,6 +374,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             common,
             units,
             seed,
+            seeds,
             story,
             json,
             quiet,
@@ -378,6 +382,56 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             fault_window,
         } => {
             let runtime = common.runtime()?;
+            if let Some(range) = seeds {
+                let (a, b) = range
+                    .split_once("..")
+                    .and_then(|(a, b)| {
+                        Some((
+                            a.parse::<u64>().ok()?,
+                            b.trim_start_matches('=').parse::<u64>().ok()?,
+                        ))
+                    })
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--seeds {range:?}: expected A..B, e.g. 1..200")
+                    })?;
+                let mut failed = Vec::new();
+                for seed in a..=b {
+                    let cfg = charm_host::simulate::SimConfig {
+                        units,
+                        seed,
+                        story,
+                        ..Default::default()
+                    };
+                    let r =
+                        charm_host::simulate::Simulator::new(&runtime, common.plugins_dir(), cfg)
+                            .run()
+                            .await;
+                    let verdict = r
+                        .render()
+                        .lines()
+                        .rev()
+                        .find(|l| l.starts_with("story "))
+                        .unwrap_or_default()
+                        .to_string();
+                    println!("{verdict}");
+                    if !r.converged {
+                        for w in r.not_converged.iter().chain(&r.violations) {
+                            println!("    {w}");
+                        }
+                        failed.push(seed);
+                    }
+                }
+                println!(
+                    "{story:?}, {units} units, seeds {a}..={b}: {} converged, {} did not {failed:?}",
+                    (b - a + 1) as usize - failed.len(),
+                    failed.len()
+                );
+                return Ok(if failed.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
+            }
             let faults: Vec<charm_host::world::Fault> = match &faults {
                 Some(f) => serde_yaml::from_str(
                     &std::fs::read_to_string(f)

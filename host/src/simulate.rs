@@ -824,10 +824,16 @@ impl<'a> Simulator<'a> {
             let u = &s.units[unit];
             let pod = unit.replace('/', "-");
             let member = s.patroni.members.get(&pod);
-            if u.status.kind != StatusKind::Active {
-                why.push(format!("{unit}: status {}", u.status));
-            } else if u.status.message.contains("degraded") {
-                why.push(format!("{unit}: {}", u.status));
+            // The statuses agree with Patroni: the leader's unit shows `Primary`, the others an
+            // empty Active (spec 3.3.10); nothing degraded.
+            let leads = member.is_some_and(|m| m.role == "leader");
+            let expected = if leads { "Primary" } else { "" };
+            if u.status.kind != StatusKind::Active || u.status.message != expected {
+                why.push(format!(
+                    "{unit}: status {}, expected active{}",
+                    u.status,
+                    if leads { ": Primary" } else { "" }
+                ));
             }
             if !member.is_some_and(|m| matches!(m.state.as_str(), "running" | "streaming")) {
                 why.push(format!(

@@ -88,6 +88,10 @@ impl HostState {
     }
 }
 
+fn keys(kvs: &[Kv]) -> Vec<&str> {
+    kvs.iter().map(|kv| kv.key.as_str()).collect()
+}
+
 fn kv_bytes(kvs: &[Kv]) -> usize {
     kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum()
 }
@@ -180,11 +184,30 @@ impl juju::Host for HostState {
         content: Vec<Kv>,
     ) -> CapResult<String> {
         self.bound("secret-add", kv_bytes(&content))?;
-        cap_call!(self, juju, "secret-add", secret_add(label, owner, content))
+        // Traces are printed and stored: secret content shows as its keys only.
+        let args = self
+            .trace
+            .as_ref()
+            .map(|_| format!("({label:?}, {owner:?}, keys {:?})", keys(&content)))
+            .unwrap_or_default();
+        let cap = self.caps.juju.clone();
+        self.guarded("juju", "secret-add", args, true, async move {
+            cap.secret_add(label, owner, content).await
+        })
+        .await
     }
     async fn secret_set(&mut self, label: String, content: Vec<Kv>) -> CapResult<()> {
         self.bound("secret-set", kv_bytes(&content))?;
-        cap_call!(self, juju, "secret-set", secret_set(label, content))
+        let args = self
+            .trace
+            .as_ref()
+            .map(|_| format!("({label:?}, keys {:?})", keys(&content)))
+            .unwrap_or_default();
+        let cap = self.caps.juju.clone();
+        self.guarded("juju", "secret-set", args, true, async move {
+            cap.secret_set(label, content).await
+        })
+        .await
     }
     async fn secret_remove(&mut self, id: String, revision: Option<u32>) -> CapResult<()> {
         cap_call!(self, juju, "secret-remove", secret_remove(id, revision))
