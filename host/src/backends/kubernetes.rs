@@ -208,20 +208,7 @@ pub fn map_error(what: &str, e: &kube::Error) -> Error {
     Error::other(message)
 }
 
-/// `error: cause: cause`, without repeating a cause its parent already printed.
-fn chain(e: &dyn StdError) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+use super::error_chain as chain;
 
 // ---------------------------------------------------------------- conversions
 

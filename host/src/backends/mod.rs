@@ -215,3 +215,19 @@ pub async fn production() -> anyhow::Result<crate::capability::Capabilities> {
         random: Arc::new(crate::capability::SystemRandom),
     })
 }
+
+/// `error: cause: cause`, without repeating a cause its parent already printed, so that
+/// "error sending request" says why.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -332,20 +332,7 @@ impl PatroniBackend {
     }
 }
 
-/// The error and all its causes, so "error sending request" says why.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
+use super::error_chain as chain;
 
 /// Whether rustls refused the handshake somewhere down the error's causes (reqwest reports it
 /// as a connect error, but the server was reached: it is a certificate or protocol problem).

@@ -160,19 +160,7 @@ fn random_password() -> String {
     out
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
+use super::error_chain as chain;
 
 fn sql_kind(code: &SqlState) -> ErrorKind {
     let c = code.code();
