@@ -117,3 +117,42 @@ fn statuses_outside_the_catalogue_are_caught() {
     assert!(!known(&s(StatusKind::Active, "primary"), "pg"));
     assert!(!known(&s(StatusKind::Waiting, "Primary"), "pg"));
 }
+
+/// The seed hooks hold every invariant over generated worlds and fault plans (a checker that
+/// misreads the trace would flag every initialisation here).
+#[test]
+fn the_seed_hooks_pass_the_fuzzer() {
+    let plugins = support::root().join("target/plugins");
+    assert!(
+        plugins.join("leader-elected.wasm").exists(),
+        "run `cargo xtask build` first"
+    );
+    for plugin in ["leader-elected", "postgresql-pebble-ready"] {
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_charm-host"))
+            .args([
+                "fuzz",
+                "--plugin",
+                plugin,
+                "--iterations",
+                "300",
+                "--plugins",
+            ])
+            .arg(&plugins)
+            .arg("--out")
+            .arg(out_dir.path())
+            .env("CHARM_HOST_LOG", "error")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{plugin}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("fuzz: 300 executions,") && stdout.trim_end().ends_with(" 0 failures"),
+            "{stdout}"
+        );
+    }
+}

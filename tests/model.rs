@@ -223,3 +223,43 @@ async fn every_story_converges_with_the_hooks() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// Traces are printed and kept: no password a plugin handled may appear in one.
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_never_show_passwords() {
+    let rt = runtime();
+    let plugins = root().join("target/plugins");
+    let state: WorldState = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("tests/data/bench/postgresql-pebble-ready.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let passwords: Vec<String> = state
+        .secrets
+        .iter()
+        .flat_map(|s| s.content.values().cloned())
+        .collect();
+    assert_eq!(passwords.len(), 5);
+    let event = scenario::event_for(
+        &state,
+        "postgresql-k8s/0",
+        "postgresql-pebble-ready",
+        &Default::default(),
+    )
+    .unwrap();
+    let out = scenario::run(&rt, &plugins, state, None, event, true)
+        .await
+        .unwrap();
+    let trace: String = out
+        .trace()
+        .iter()
+        .map(|t| format!("{} {}\n", t.args, t.result))
+        .collect();
+    assert!(
+        trace.contains("password: \"…\""),
+        "the Patroni auth is shown, masked"
+    );
+    for pw in passwords {
+        assert!(!trace.contains(&pw), "a password leaked into the trace");
+    }
+}

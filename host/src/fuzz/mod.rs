@@ -131,12 +131,14 @@ pub fn violation(out: &ScenarioOutput) -> Option<String> {
     let (before, after) = (peer_app_bag(&out.input), peer_app_bag(&out.output));
     if !before.contains_key("cluster_initialised") && after.contains_key("cluster_initialised") {
         let trace = out.trace();
-        let started = trace
-            .iter()
-            .any(|t| t.call == "get-health" && t.args.starts_with("(OwnUnit") && t.result == "ok");
-        let primary = trace.iter().any(|t| {
-            t.call == "get-health" && t.args.starts_with("(PrimaryService") && t.result == "ok"
-        });
+        // The trace shows the generated Debug form: `(Target::OwnUnit, …)`.
+        let health_ok = |target: &str| {
+            let prefix = format!("(Target::{target}");
+            trace
+                .iter()
+                .any(|t| t.call == "get-health" && t.args.starts_with(&prefix) && t.result == "ok")
+        };
+        let (started, primary) = (health_ok("OwnUnit"), health_ok("PrimaryService"));
         if !(started && primary) {
             return Some(format!(
                 "cluster_initialised set without the member started ({started}) and the primary endpoint answering ({primary})"

@@ -25,6 +25,48 @@ use crate::capability::{CapResult, Clock, Random};
 /// State keys the host keeps for itself (the deferral queue).
 pub const RESERVED_STATE_PREFIX: &str = "charm-host.";
 
+/// Traces are printed and stored: passwords are masked wherever the Debug form of an argument
+/// shows one: `password: "…"` and `password: Some("…")` (Patroni auth, PostgreSQL connections,
+/// user specs) and `password=…` inside a value (the metrics exporter's `DATA_SOURCE_NAME`).
+fn redact(s: String) -> String {
+    // (what precedes the secret, whether it ends at an unescaped quote or at whitespace)
+    const FORMS: &[(&str, bool)] = &[
+        ("password: \"", true),
+        ("password: Some(\"", true),
+        ("password=", false),
+    ];
+    if !FORMS.iter().any(|(k, _)| s.contains(k)) {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s.as_str();
+    loop {
+        let next = FORMS
+            .iter()
+            .filter_map(|(k, q)| rest.find(k).map(|i| (i, *k, *q)))
+            .min_by_key(|(i, _, _)| *i);
+        let Some((i, key, quoted)) = next else { break };
+        out.push_str(&rest[..i + key.len()]);
+        rest = &rest[i + key.len()..];
+        let bytes = rest.as_bytes();
+        let mut end = 0;
+        while end < bytes.len() {
+            let b = bytes[end];
+            let escaped = end > 0 && bytes[end - 1] == b'\\';
+            if (quoted && b == b'"' && !escaped)
+                || (!quoted && (b.is_ascii_whitespace() || b == b'"' || b == b'\\'))
+            {
+                break;
+            }
+            end += 1;
+        }
+        out.push('…');
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn abbreviate(mut s: String) -> String {
     const MAX: usize = 240;
     if s.len() > MAX {
@@ -101,7 +143,7 @@ macro_rules! cap_call {
         cap_call!(@ $self, $family, $wit, true, $method ( $($arg),* ))
     };
     (@ $self:ident, $family:ident, $wit:literal, $timeout:expr, $method:ident ( $($arg:ident),* )) => {{
-        let args = if $self.trace.is_some() { abbreviate(format!("{:?}", ($(&$arg,)*))) } else { String::new() };
+        let args = if $self.trace.is_some() { abbreviate(redact(format!("{:?}", ($(&$arg,)*)))) } else { String::new() };
         let cap = $self.caps.$family.clone();
         $self.guarded(stringify!($family), $wit, args, $timeout, async move { cap.$method($($arg),*).await }).await
     }};
