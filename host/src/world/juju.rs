@@ -132,6 +132,18 @@ impl UnitSession {
         self.world.lock().state.leader.as_deref() == Some(self.unit.as_str())
     }
 
+    /// The running action, for the `action-*` calls; they are refused outside an action.
+    fn action<R>(&self, call: &str, f: impl FnOnce(&mut super::ActionState) -> R) -> CapResult<R> {
+        self.checked(call)?;
+        let mut g = self.world.lock();
+        let a = g
+            .state
+            .action
+            .as_mut()
+            .ok_or_else(|| Error::invalid("not running an action"))?;
+        Ok(f(a))
+    }
+
     fn checked(&self, call: &str) -> CapResult<()> {
         let mut g = self.world.lock();
         self.fault(&mut g, "juju", call)
@@ -509,57 +521,30 @@ impl Juju for UnitSession {
     }
 
     async fn action_params(&self) -> CapResult<Vec<NamedValue>> {
-        self.checked("action-params")?;
-        let g = self.world.lock();
-        let a = g
-            .state
-            .action
-            .as_ref()
-            .ok_or_else(|| Error::invalid("not running an action"))?;
-        Ok(a.params
-            .iter()
-            .map(|(n, v)| NamedValue {
-                name: n.clone(),
-                value: to_value(v),
-            })
-            .collect())
+        self.action("action-params", |a| {
+            a.params
+                .iter()
+                .map(|(n, v)| NamedValue {
+                    name: n.clone(),
+                    value: to_value(v),
+                })
+                .collect()
+        })
     }
 
     async fn action_set(&self, results: Vec<Kv>) -> CapResult<()> {
-        self.checked("action-set")?;
-        let mut g = self.world.lock();
-        let a = g
-            .state
-            .action
-            .as_mut()
-            .ok_or_else(|| Error::invalid("not running an action"))?;
-        a.results
-            .extend(results.into_iter().map(|kv| (kv.key, kv.value)));
-        Ok(())
+        self.action("action-set", |a| {
+            a.results
+                .extend(results.into_iter().map(|kv| (kv.key, kv.value)))
+        })
     }
 
     async fn action_fail(&self, message: String) -> CapResult<()> {
-        self.checked("action-fail")?;
-        let mut g = self.world.lock();
-        let a = g
-            .state
-            .action
-            .as_mut()
-            .ok_or_else(|| Error::invalid("not running an action"))?;
-        a.failed = Some(message);
-        Ok(())
+        self.action("action-fail", |a| a.failed = Some(message))
     }
 
     async fn action_log(&self, message: String) -> CapResult<()> {
-        self.checked("action-log")?;
-        let mut g = self.world.lock();
-        let a = g
-            .state
-            .action
-            .as_mut()
-            .ok_or_else(|| Error::invalid("not running an action"))?;
-        a.logs.push(message);
-        Ok(())
+        self.action("action-log", |a| a.logs.push(message))
     }
 
     async fn set_ports(&self, ports: Vec<Port>) -> CapResult<()> {
