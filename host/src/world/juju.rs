@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 use async_trait::async_trait;
 
 use super::{
-    Bag, BagChange, ConfigValue, Shadow, StatusKind, StatusState, UnitSession, bag_to_kvs,
-    kvs_to_bag, unknown_unit,
+    Bag, BagChange, ConfigValue, JujuView, Shadow, StatusKind, StatusState, UnitSession,
+    bag_to_kvs, kvs_to_bag, unknown_unit,
 };
 use crate::bindings::juju::{Identity, Port, SecretOwner, Status};
 use crate::bindings::types::{Kv, LogLevel, NamedValue, Value};
@@ -90,9 +90,9 @@ fn to_status(s: &StatusState) -> Status {
 
 impl UnitSession {
     /// Read through the shadow (this dispatch's own writes) or the committed world.
-    fn read<R>(&self, f: impl FnOnce(&Shadow) -> R) -> CapResult<R> {
+    fn read<R>(&self, f: impl FnOnce(&JujuView<'_>) -> R) -> CapResult<R> {
         if let Some(s) = self.shadow.lock().unwrap().as_ref() {
-            return Ok(f(s));
+            return Ok(f(&s.view()));
         }
         let g = self.world.lock();
         let unit = g
@@ -100,13 +100,12 @@ impl UnitSession {
             .units
             .get(&self.unit)
             .ok_or_else(|| unknown_unit(&self.unit))?;
-        let shadow = Shadow {
-            relations: g.state.relations.clone(),
-            secrets: g.state.secrets.clone(),
-            unit_state: unit.state.clone(),
-            ports: unit.ports.clone(),
-        };
-        Ok(f(&shadow))
+        Ok(f(&JujuView {
+            relations: &g.state.relations,
+            secrets: &g.state.secrets,
+            unit_state: &unit.state,
+            ports: &unit.ports,
+        }))
     }
 
     fn write<R>(&self, f: impl FnOnce(&mut Shadow) -> CapResult<R>) -> CapResult<R> {
@@ -168,7 +167,7 @@ fn owned_label(s: &super::SecretState, me: &str) -> bool {
 /// ([`crate::juju_standin`]), whose tools address secrets by id and read whole maps.
 impl UnitSession {
     pub(crate) fn secrets_view(&self) -> CapResult<Vec<super::SecretState>> {
-        self.read(|sh| sh.secrets.clone())
+        self.read(|sh| sh.secrets.to_vec())
     }
 
     pub(crate) fn state_view(&self) -> CapResult<Bag> {
@@ -176,11 +175,11 @@ impl UnitSession {
     }
 
     pub(crate) fn ports_view(&self) -> CapResult<Vec<super::PortState>> {
-        self.read(|sh| sh.ports.clone())
+        self.read(|sh| sh.ports.to_vec())
     }
 
     pub(crate) fn relations_view(&self) -> CapResult<Vec<super::RelationState>> {
-        self.read(|sh| sh.relations.clone())
+        self.read(|sh| sh.relations.to_vec())
     }
 }
 

@@ -117,6 +117,26 @@ pub(crate) struct Shadow {
     pub ports: Vec<PortState>,
 }
 
+/// What a Juju read sees, borrowed: this dispatch's shadow, or the committed world when the
+/// dispatch has written nothing yet (reads then copy nothing).
+pub(crate) struct JujuView<'a> {
+    pub relations: &'a [RelationState],
+    pub secrets: &'a [SecretState],
+    pub unit_state: &'a Bag,
+    pub ports: &'a [PortState],
+}
+
+impl Shadow {
+    pub(crate) fn view(&self) -> JujuView<'_> {
+        JujuView {
+            relations: &self.relations,
+            secrets: &self.secrets,
+            unit_state: &self.unit_state,
+            ports: &self.ports,
+        }
+    }
+}
+
 /// One unit's view of the world for one dispatch.
 pub struct UnitSession {
     pub(crate) world: World,
