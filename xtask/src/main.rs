@@ -6,6 +6,7 @@
 //! - `test`: install what the tests need, build, and run every test.
 //! - `setup`: only the installs (idempotent): the wasm target, real Pebble, and the packages
 //!   the real-server tests use.
+//! - `pack`: the deployable charm, `target/charm/postgresql-k8s.charm` (see [`pack`]).
 //!
 //! The guests are a separate cargo workspace (`plugins/`), built with `--target wasm32-wasip2`
 //! into the same target directory: building them never re-resolves the host's features.
@@ -26,9 +27,10 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         Some("test") => test(&args[1..]),
         Some("setup") => setup(),
+        Some("pack") => pack().map(|_| ()),
         _ => {
             eprintln!(
-                "usage: cargo xtask build [--release] | demo | test [-- <cargo test args>] | setup"
+                "usage: cargo xtask build [--release] | demo | test [-- <cargo test args>] | setup | pack"
             );
             std::process::exit(2)
         }
@@ -283,6 +285,8 @@ fn setup() -> Result<()> {
 fn test(extra: &[String]) -> Result<()> {
     setup()?;
     build(false)?;
+    // The packed-charm test unpacks what `pack` built (a static release host of its own).
+    pack()?;
     let root = root();
     let pebble = tools_dir().join("bin/pebble");
     let mut t = cargo();
@@ -305,4 +309,189 @@ fn test(extra: &[String]) -> Result<()> {
             "--target-dir",
         ])
         .arg(root.join("target")))
+}
+
+/// Where `pack` writes the charm, relative to the workspace root.
+pub const CHARM_FILE: &str = "target/charm/postgresql-k8s.charm";
+
+/// `cargo xtask pack`: `target/charm/postgresql-k8s.charm`, the zip Juju deploys:
+///
+/// - `dispatch`, `metadata.yaml`, `config.yaml`, `actions.yaml`, `manifest.yaml` from `charm/`;
+/// - `bin/charm-host`: the release host, statically linked (`+crt-static`), because it runs in
+///   the charm container, whose base image need not carry the glibc it was built against;
+/// - `plugins/<hook>.wasm`: every hook and action plugin;
+/// - `plugin-cache/`: those plugins compiled by the packed binary itself (`charm-host
+///   precompile`), so the first hook deserialises instead of compiling. An entry is keyed by
+///   the engine's compatibility hash, which includes the CPU features wasmtime detected: on a
+///   machine whose CPU differs, the first dispatch of each hook compiles and caches instead.
+///
+/// The host is built with `--target <host triple>`, so the static flags reach only the target
+/// artifacts (not build scripts or proc macros) and this build never disturbs `target/release`.
+fn pack() -> Result<PathBuf> {
+    ensure_wasm_target()?;
+    let root = root();
+    build_plugins(&root)?;
+    let triple = host_triple()?;
+    run(cargo()
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "charm-host",
+            "--bin",
+            "charm-host",
+        ])
+        .args(["--target", &triple])
+        .env(
+            format!(
+                "CARGO_TARGET_{}_RUSTFLAGS",
+                triple.to_uppercase().replace(['-', '.'], "_")
+            ),
+            "-C target-feature=+crt-static",
+        ))?;
+    let host = root.join(format!("target/{triple}/release/charm-host"));
+    let elf = std::fs::read(&host).with_context(|| format!("reading {}", host.display()))?;
+    if let Some(interp) = elf_interpreter(&elf)? {
+        bail!(
+            "{} is dynamically linked (interpreter {interp}); is RUSTFLAGS set? It overrides the static flags",
+            host.display()
+        );
+    }
+
+    let out = root.join("target/charm");
+    let stage = out.join("postgresql-k8s");
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage)?;
+    }
+    for dir in ["bin", "plugins"] {
+        std::fs::create_dir_all(stage.join(dir))?;
+    }
+    let charm_src = root.join("charm");
+    for file in [
+        "dispatch",
+        "metadata.yaml",
+        "config.yaml",
+        "actions.yaml",
+        "manifest.yaml",
+    ] {
+        std::fs::copy(charm_src.join(file), stage.join(file))
+            .with_context(|| format!("copying charm/{file}"))?;
+    }
+    std::fs::copy(&host, stage.join("bin/charm-host"))?;
+    let mut plugins = 0;
+    for entry in std::fs::read_dir(root.join("target/plugins"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            std::fs::copy(&path, stage.join("plugins").join(path.file_name().unwrap()))?;
+            plugins += 1;
+        }
+    }
+    if plugins == 0 {
+        bail!("no plugins in target/plugins");
+    }
+    // Compiled by the binary that will load them, so the engine configuration matches.
+    run(Command::new(stage.join("bin/charm-host"))
+        .arg("precompile")
+        .arg("--plugins")
+        .arg(stage.join("plugins"))
+        .arg("--cache-dir")
+        .arg(stage.join("plugin-cache"))
+        .env("CHARM_HOST_LOG", "warn"))?;
+
+    let charm = root.join(CHARM_FILE);
+    write_zip(&stage, &charm)?;
+    eprintln!(
+        "xtask: {} ({} plugins, {:.1} MiB)",
+        charm.display(),
+        plugins,
+        std::fs::metadata(&charm)?.len() as f64 / (1024.0 * 1024.0)
+    );
+    Ok(charm)
+}
+
+fn host_triple() -> Result<String> {
+    let v =
+        output(Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into())).arg("-vV"))?;
+    v.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_owned)
+        .context("`rustc -vV` printed no host triple")
+}
+
+/// The program interpreter an ELF64 little-endian executable asks for (`PT_INTERP`), if any:
+/// a static (or static-pie) executable has none.
+fn elf_interpreter(elf: &[u8]) -> Result<Option<String>> {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        bail!("not a 64-bit little-endian ELF file");
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        bail!("truncated ELF header");
+    };
+    for i in 0..phnum as usize {
+        let ph = phoff as usize + i * phentsize as usize;
+        if u32_at(ph).context("truncated program header")? == PT_INTERP {
+            let (off, size) = (
+                u64_at(ph + 8).context("truncated program header")? as usize,
+                u64_at(ph + 32).context("truncated program header")? as usize,
+            );
+            let name = elf
+                .get(off..off + size)
+                .context("PT_INTERP outside the file")?;
+            return Ok(Some(
+                String::from_utf8_lossy(name)
+                    .trim_end_matches('\0')
+                    .to_owned(),
+            ));
+        }
+    }
+    Ok(None)
+}
+
+/// Zip `dir` into `dest`: paths relative to `dir`, Unix modes kept (Juju runs `dispatch` and
+/// `bin/charm-host` as they are unpacked), entries sorted and dated 1980-01-01 so the same
+/// inputs give the same archive.
+fn write_zip(dir: &Path, dest: &Path) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let tmp = dest.with_extension("charm.tmp");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&tmp)?);
+    for path in files {
+        let name = path.strip_prefix(dir)?.to_string_lossy().into_owned();
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(mode)
+            .large_file(false);
+        zip.start_file(name.as_str(), options)
+            .with_context(|| format!("adding {name}"))?;
+        zip.write_all(&std::fs::read(&path)?)?;
+    }
+    zip.finish()?.flush()?;
+    std::fs::rename(&tmp, dest)?;
+    Ok(())
 }

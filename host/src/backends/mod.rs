@@ -28,7 +28,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use patroni::{PRODUCTION_CA_FILE, PatroniBackend, PatroniConfig};
-pub use pebble::{PRODUCTION_PEBBLE_SOCKET, PebbleBackend};
+pub use pebble::{PEBBLE_SOCKET_ENV, PRODUCTION_PEBBLE_SOCKET, PebbleBackend};
 pub use postgresql::{PostgresqlBackend, PostgresqlConfig, quote_ident, quote_literal};
 
 use crate::bindings::Error;

@@ -22,6 +22,8 @@ use crate::capability::{CapResult, Pebble};
 
 /// Where the workload container's Pebble listens, as seen from the charm container.
 pub const PRODUCTION_PEBBLE_SOCKET: &str = "/charm/containers/postgresql/pebble.socket";
+/// Overrides [`PRODUCTION_PEBBLE_SOCKET`] for `charm-host dispatch` under Juju.
+pub const PEBBLE_SOCKET_ENV: &str = "CHARM_HOST_PEBBLE_SOCKET";
 
 /// Per-request bound. Generous because a file push of a large config or a busy daemon on a
 /// loaded node is still a normal answer; a dead daemon fails fast at connect instead.
@@ -45,9 +47,14 @@ impl PebbleBackend {
         )
     }
 
-    /// The workload container's daemon ([`PRODUCTION_PEBBLE_SOCKET`]).
+    /// The workload container's daemon: [`PRODUCTION_PEBBLE_SOCKET`], unless
+    /// [`PEBBLE_SOCKET_ENV`] names another socket (a test, or a workload container mounted
+    /// elsewhere).
     pub fn production() -> Self {
-        Self::new(PRODUCTION_PEBBLE_SOCKET)
+        match std::env::var_os(PEBBLE_SOCKET_ENV) {
+            Some(path) if !path.is_empty() => Self::new(path),
+            _ => Self::new(PRODUCTION_PEBBLE_SOCKET),
+        }
     }
 
     /// Wraps a configured client (own timeouts).
