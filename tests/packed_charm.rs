@@ -640,4 +640,26 @@ async fn the_unpacked_charm_dispatches_leader_elected_then_pebble_ready() {
         unit.state
     );
     assert_eq!(w.units[U0].workload_version, "15.18", "{text}");
+
+    // The next hook re-emits the deferred event first (a new process: the queue lives in
+    // Juju's state), and it stays queued, once, while the database is down.
+    let (out, text) = d.dispatch("update-status", Some(&workload.socket())).await;
+    assert!(out.status.success(), "update-status failed:\n{text}");
+    let reran = text
+        .lines()
+        .position(|l| l.contains("postgresql-pebble-ready") && l.contains("defer"));
+    let update = text.lines().position(|l| l.contains("update-status ->"));
+    assert!(
+        matches!((reran, update), (Some(a), Some(b)) if a < b),
+        "the deferred pebble-ready did not run before update-status:\n{text}"
+    );
+    let queue: serde_json::Value =
+        serde_json::from_str(&d.juju().units[U0].state["charm-host.deferred"]).unwrap();
+    let notices: Vec<&str> = queue["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["plugin"].as_str().unwrap())
+        .collect();
+    assert_eq!(notices, ["postgresql-pebble-ready"], "{queue}");
 }
