@@ -156,3 +156,176 @@ fn the_seed_hooks_pass_the_fuzzer() {
         );
     }
 }
+
+/// Flowchart-node coverage (issue 6): the nodes a known execution reaches, derived by the host
+/// from the trace, the outcome, the statuses and the state, with no help from the plugin.
+mod flowchart_coverage {
+    use super::support;
+    use charm_host::fuzz::coverage::{self, Observation};
+    use charm_host::runtime::{Runtime, RuntimeConfig};
+    use charm_host::scenario;
+    use charm_host::world::{Fault, FaultKind, WorldState};
+
+    fn state(path: &str) -> WorldState {
+        serde_yaml::from_str(&std::fs::read_to_string(support::root().join(path)).unwrap()).unwrap()
+    }
+
+    /// The nodes reached by `plugin` on unit 0 of `state`, and the chart's other nodes.
+    async fn nodes(plugin: &str, state: WorldState) -> (Vec<&'static str>, Vec<&'static str>) {
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let plugins = support::root().join("target/plugins");
+        assert!(
+            plugins.join(format!("{plugin}.wasm")).exists(),
+            "run `cargo xtask build` first"
+        );
+        let unit = "postgresql-k8s/0";
+        let event = scenario::event_for(&state, unit, plugin, &Default::default()).unwrap();
+        let out = scenario::run(&rt, &plugins, state, Some(unit), event, true)
+            .await
+            .unwrap();
+        let reached = coverage::reached(plugin, &Observation::of(&out).unwrap());
+        let others = coverage::flowchart(plugin)
+            .unwrap()
+            .iter()
+            .map(|n| n.id)
+            .filter(|id| !reached.contains(id))
+            .collect();
+        (reached, others)
+    }
+
+    /// A fresh leader before initialisation: passwords, itself listed, Services, then the
+    /// "not initialised" return.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_fresh_leader_elected_returns_before_the_patroni_half() {
+        let (reached, _) = nodes("leader-elected", state("tests/data/fresh-3-units.yaml")).await;
+        assert_eq!(
+            reached,
+            [
+                "hook_fired",
+                "generate_passwords",
+                "create_k8s_resources",
+                "is_part_of_cluster",
+                "add_to_cluster",
+                "remove_departed_units",
+                "has_cluster_initialised",
+                "rtn",
+            ]
+        );
+    }
+
+    /// The leader's bootstrap: the whole leader path down to Active.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_leader_bootstrap_takes_the_initialisation_path() {
+        let (reached, others) = nodes(
+            "postgresql-pebble-ready",
+            state("tests/data/bench/postgresql-pebble-ready.yaml"),
+        )
+        .await;
+        assert_eq!(
+            reached,
+            [
+                "hook_fired",
+                "create_pgdata",
+                "is_leader_or_has_cluster_initialised",
+                "has_pushed_tls_files",
+                "has_services_changed",
+                "update_and_restart_service",
+                "has_member_started",
+                "is_leader",
+                "has_patched_pod_labels",
+                "is_service_redirecting_traffic",
+                "mark_cluster_as_initialised",
+                "update_config",
+                "set_active",
+                "rtn2",
+            ]
+        );
+        assert_eq!(
+            others,
+            [
+                "defer",
+                "defer2",
+                "defer3",
+                "set_blocked",
+                "rtn",
+                "set_waiting",
+                "defer4"
+            ]
+        );
+    }
+
+    /// The leader's own label patch fails after Patroni started: Blocked, and the handler
+    /// stops there (no primary-endpoint check, no `update_config`).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_label_patch_reaches_set_blocked_and_stops() {
+        let mut s = state("tests/data/bench/postgresql-pebble-ready.yaml");
+        // Labelled already (by `_fix_pod` of an earlier run), so Patroni can start.
+        let pod = s.kubernetes.pods.get_mut("postgresql-k8s-0").unwrap();
+        pod.labels.insert("application".into(), "patroni".into());
+        pod.labels
+            .insert("cluster-name".into(), "patroni-postgresql-k8s".into());
+        s.faults.push(Fault {
+            call: "kubernetes.patch-pod-labels".into(),
+            error: FaultKind::Invalid,
+            message: None,
+            unit: None,
+            times: None,
+            probability: None,
+        });
+        let (reached, _) = nodes("postgresql-pebble-ready", s).await;
+        for id in [
+            "has_member_started",
+            "is_leader",
+            "has_patched_pod_labels",
+            "set_blocked",
+            "rtn",
+        ] {
+            assert!(reached.contains(&id), "{id} not in {reached:?}");
+        }
+        for id in [
+            "is_service_redirecting_traffic",
+            "update_config",
+            "set_active",
+        ] {
+            assert!(!reached.contains(&id), "{id} in {reached:?}");
+        }
+    }
+}
+
+/// Issue 6, seed 60 of `fuzz --model`: a Kubernetes 403 drawn as a transient fault left every
+/// unit Blocked with the `juju trust` message. A 403 is RBAC, which lasts until the operator
+/// runs `juju trust` (not played by the model), so model fuzzing draws flaky Kubernetes access
+/// as `unreachable` instead; the story converges.
+#[test]
+fn model_fuzzing_does_not_inject_kubernetes_403s_as_transient_faults() {
+    let plugins = support::root().join("target/plugins");
+    assert!(
+        plugins.join("leader-elected.wasm").exists(),
+        "run `cargo xtask build` first"
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_charm-host"))
+        .args([
+            "fuzz",
+            "--model",
+            "--seed",
+            "60",
+            "--iterations",
+            "1",
+            "--plugins",
+        ])
+        .arg(&plugins)
+        .arg("--out")
+        .arg(out_dir.path())
+        .env("CHARM_HOST_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && stdout.contains("fuzz: 1 executions,")
+            && stdout.trim_end().ends_with(" 0 failures"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

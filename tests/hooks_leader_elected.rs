@@ -291,6 +291,25 @@ async fn all_units_members_means_no_reconfiguration() {
     assert!(h.statuses(0).is_empty());
 }
 
+/// Deliberate deviation (issue 6): every unit is a Patroni member but one is missing from
+/// `endpoints` (an earlier dispatch labelled its pod, then failed, and Juju dropped its
+/// `endpoints` write). Upstream sees members == hosts and never lists it; here it is listed,
+/// and nothing else is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_missing_from_endpoints_is_listed_again() {
+    let mut s = deployment(2);
+    initialised(&mut s, &[0, 1]);
+    let bag = peer_app_bag(&mut s);
+    bag.insert("endpoints".into(), format!("[\"{}\"]", host(0)));
+    let h = Harness::new(s);
+    let r = h.dispatch(0, leader_elected()).await;
+    assert!(!deferred(&r), "{}", dump(&r));
+    assert_eq!(h.endpoints(), vec![host(0), host(1)]);
+    assert_eq!(count(&r, "patroni.patch-config"), 0);
+    assert_eq!(count(&r, "kubernetes.patch-pod-labels"), 0);
+    assert!(h.statuses(0).is_empty());
+}
+
 /// LE-all-units-on-cluster no, LE-all-members-ready yes, LE-patch-pod-labels ok: the new
 /// members are listed and labelled, then the synchronous settings are PATCHed.
 #[tokio::test(flavor = "multi_thread")]

@@ -523,3 +523,20 @@ async fn each_unit_sees_its_own_unit_secret() {
     assert_eq!(st.secrets[0].content["key"], "key-of-0");
     assert_eq!(st.secrets[1].content["key"], "new");
 }
+
+/// Deliberate deviation (issue 6, `fuzz --model` seed 263): a stale Blocked
+/// `failed to patch pod with error …` is not skipped by update-status; a running primary
+/// reports `Primary` again. Upstream skips every Blocked unit and the status stays forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn update_status_replaces_a_stale_pod_label_block() {
+    let h = bootstrapped_single_unit().await;
+    h.with(|s| {
+        s.units.get_mut(&unit(0)).unwrap().status = StatusState {
+            kind: StatusKind::Blocked,
+            message: "failed to patch pod with error 500".into(),
+        }
+    });
+    h.dispatch(0, simple("update-status", EventKind::UpdateStatus))
+        .await;
+    assert_eq!(h.status(0).to_string(), "active: Primary");
+}

@@ -276,6 +276,23 @@ pub fn world(rng: &mut StdRng, seed: u64) -> (WorldState, String) {
     }
     s.faults = faults(rng);
     let unit = pick(rng, &units).clone();
+    // Sometimes TLS material in the unit's secret, so the TLS push (and its failure) is
+    // exercised. Drawn last: the worlds of earlier draws are unchanged.
+    if rng.random_bool(0.2) {
+        s.secrets.push(SecretState {
+            id: format!("secret:{:020x}", rng.next_u64()),
+            label: format!("database-peers.{app}.unit"),
+            owner: SecretOwnerKind::Unit,
+            owner_name: unit.clone(),
+            revision: 1,
+            content: [
+                ("key".to_string(), "KEY".to_string()),
+                ("cauth".to_string(), "CA".to_string()),
+                ("cert".to_string(), "CERT".to_string()),
+            ]
+            .into(),
+        });
+    }
     (s, unit)
 }
 

@@ -4,6 +4,11 @@
 //! a leader initialises the cluster (then defers to run again as initialised), the leader adds
 //! new members, and every listed unit reconfigures and reports its status.
 //!
+//! Deliberate deviations shared with `leader-elected` and `postgresql-pebble-ready` (issue 6,
+//! docs/FLOWCHARTS.md "Deliberate deviations"): `_initialize_cluster` defers on a failed label
+//! patch or Service creation; `_add_members` lists members missing from `endpoints` and clears
+//! a stale Blocked `failed to patch pod with error …` once every unit is a member.
+//!
 //! Not implemented: restore checks, pgBackRest TLS server, stanza coordination, read-only
 //! endpoints of client relations, async replication's app status.
 

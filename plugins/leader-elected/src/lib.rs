@@ -16,9 +16,17 @@
 //! - The 403 paths (cleanup, annotation) set Blocked
 //!   ``Insufficient permissions, try: `juju trust <app> --scope=cluster` ``.
 //!
-//! Where this deliberately differs from the code: adding a member never duplicates its host in
-//! `endpoints` (upstream's `add_cluster_member` appends unchecked, spec 2.3.2; spec 13.8 leaves
-//! the fix open, and the deployment invariant requires it).
+//! Where this deliberately differs from the code (docs/FLOWCHARTS.md, "Deliberate deviations"):
+//! - adding a member never duplicates its host in `endpoints` (upstream's `add_cluster_member`
+//!   appends unchecked, spec 2.3.2; spec 13.8 leaves the fix open, and the deployment invariant
+//!   requires it);
+//! - `_add_members` lists a unit that is already a Patroni member but missing from `endpoints`
+//!   (an earlier dispatch labelled its pod, then failed, so Juju dropped its `endpoints` write;
+//!   upstream sees members == hosts and never lists it) — issue 6, `fuzz --model` seed 8;
+//! - once every unit is a member, `_add_members` replaces a Blocked
+//!   `failed to patch pod with error …` left by an earlier loop with `_set_active_status`
+//!   (upstream never clears it: the peer handler returns on Blocked and update-status skips
+//!   Blocked units) — issue 6, seeds 90 and 151.
 //!
 //! Not implemented: the other observers of this event (backups' S3 re-initialisation,
 //! rolling-ops lock processing, Grafana dashboards).

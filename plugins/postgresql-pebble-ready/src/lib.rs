@@ -17,6 +17,18 @@
 //! - The "member started" probe retries own `/health` for 15 s; the "service redirecting"
 //!   probe retries `/health` through `<app>-primary` for 10 s.
 //!
+//! Where this deliberately differs from the code (docs/FLOWCHARTS.md, "Deliberate deviations";
+//! each is a state upstream never leaves, found by `fuzz --model`, issue 6):
+//! - "Have Pebble services changed? no" still replans when the `postgresql` service is not
+//!   running (and the unit has no `stopped` key): a replan that failed after `add-layer` took
+//!   effect leaves the layer in the plan, and upstream's retry would wait for a member that is
+//!   never started (seeds 1 and 12);
+//! - in `_initialize_cluster`, a failed pod-label patch or Service creation keeps its Blocked
+//!   status but **defers** instead of returning: upstream returns without deferring and nothing
+//!   retries it (update-status skips Blocked units), so one transient Kubernetes error left the
+//!   cluster uninitialised (seed 3). The chart's `set_blocked → return` becomes
+//!   `set_blocked → defer`.
+//!
 //! Not implemented: the upgrade observer (its in-place upgrade states; its defer without an
 //! `upgrade` relation would re-run this whole plugin, so it is left out), the log proxy,
 //! pgBackRest server start/stop, CA files of `receive-ca-cert` relations, async replication.

@@ -182,6 +182,12 @@ pub fn update_status(ctx: &mut Ctx) -> HookResult<Outcome> {
         StatusKind::Blocked if current.message == status::EXTENSION_OBJECT_MESSAGE => {
             reconcile::enable_disable_extensions(ctx)?;
         }
+        // Deliberate deviation from upstream: a Blocked `failed to patch pod with error …`
+        // is not skipped. Upstream leaves it to the next handler that ends in
+        // `_set_active_status`; when that one cannot read the cluster (only logged) nothing
+        // ever replaces it. Carrying on sets Active only if this unit is the Patroni leader or
+        // its member has started; an unlabelled member stays Blocked.
+        StatusKind::Blocked if current.message.starts_with(&status::failed_to_patch_pod("")) => {}
         StatusKind::Blocked | StatusKind::Waiting => return Ok(Outcome::Done),
         _ => {}
     }

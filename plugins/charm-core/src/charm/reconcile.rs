@@ -374,6 +374,13 @@ pub fn update_pebble_layers(ctx: &mut Ctx, replan: bool) -> HookResult<bool> {
         if replan {
             pebble::replan()?;
         }
+    } else if replan && !is_workload_running(ctx)? && ctx.unit_get("stopped")?.is_none() {
+        // Deliberate deviation from upstream: the layer is already in the plan but the
+        // `postgresql` service is not running. That is what a failed replan leaves behind
+        // (`add-layer` took effect, then the hook failed): upstream only replans when the
+        // services differ, so the retried event would wait for a member that is never
+        // started. A unit that stopped its service on purpose (`stopped` key) is left alone.
+        pebble::replan()?;
     }
     if layer::checks_differ(&current_checks, &new.checks) {
         pebble::add_layer(layer::LAYER_LABEL, &wit_layer, true)?;
@@ -740,13 +747,19 @@ pub fn restart_metrics_service(ctx: &mut Ctx) -> HookResult<()> {
 
 /// `_initialize_cluster` (spec 3.3.8), leader only. `None` when the cluster is initialised
 /// (the caller carries on); otherwise the outcome the handler returns with.
+///
+/// Deliberate deviation from upstream: when the pod label patch or the Service creation
+/// fails, upstream sets Blocked and returns False without deferring; nothing retries it
+/// (update-status skips Blocked units), so a single transient Kubernetes error leaves the
+/// cluster uninitialised forever. Here the Blocked status is kept and the event is
+/// **deferred**, so the initialisation is retried at the next dispatch.
 pub fn initialize_cluster(ctx: &mut Ctx) -> HookResult<Option<Outcome>> {
     let pod = ctx.pod();
     if !k8s::patch_pod_labels_or_block(ctx, &pod)? {
-        return Ok(Some(Outcome::Done));
+        return Ok(Some(Outcome::Defer));
     }
     if ctx.upgrade_idle()? && !k8s::create_services_or_block(ctx)? {
-        return Ok(Some(Outcome::Done));
+        return Ok(Some(Outcome::Defer));
     }
     if !patroni::primary_endpoint_ready(ctx)? {
         ctx.set_status(StatusKind::Waiting, status::AWAITING_PRIMARY_ENDPOINT)?;
@@ -814,6 +827,24 @@ pub fn add_members(ctx: &mut Ctx) -> HookResult<Outcome> {
         }
     };
     let hosts = ctx.hosts()?;
+    // Deliberate deviation from upstream: a unit that is already a Patroni member but whose
+    // host is not in `endpoints` is listed again. This happens when an earlier dispatch
+    // labelled its pod (a Kubernetes write, effective at once) and then failed, so Juju
+    // dropped that dispatch's `endpoints` write; upstream then sees members == hosts and
+    // never lists it.
+    let mut list = ctx.endpoints()?;
+    let unlisted: Vec<String> = hosts
+        .iter()
+        .filter(|h| members.contains(h))
+        .map(|pod| names::host_from_pod(ctx.app(), pod))
+        .filter(|host| !endpoints::contains(&list, host))
+        .collect();
+    if !unlisted.is_empty() {
+        for host in &unlisted {
+            endpoints::add(&mut list, host);
+        }
+        ctx.set_endpoints(&list)?;
+    }
     let missing: Vec<String> = hosts
         .iter()
         .filter(|h| !members.contains(h))
@@ -822,6 +853,16 @@ pub fn add_members(ctx: &mut Ctx) -> HookResult<Outcome> {
     // Upstream compares the sets; a member without a unit (being removed) also differs.
     let member_set: std::collections::BTreeSet<&String> = members.iter().collect();
     if missing.is_empty() && member_set.len() == hosts.len() {
+        // Deliberate deviation from upstream: a Blocked `failed to patch pod with error …`
+        // left by an earlier loop is cleared once every unit is a member (the pod was
+        // labelled later, e.g. by its own `_fix_pod`). Upstream never replaces it: this
+        // branch returns, the peer handler returns on Blocked and update-status skips it.
+        let current = ctx.status()?;
+        if current.kind == StatusKind::Blocked
+            && current.message.starts_with(&status::failed_to_patch_pod(""))
+        {
+            status::set_active_status(ctx)?;
+        }
         return Ok(Outcome::Done);
     }
     ctx.set_status(StatusKind::Maintenance, status::RECONFIGURING_CLUSTER)?;
