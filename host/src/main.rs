@@ -215,11 +215,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // One dispatch is one event on one thread: no worker threads to start (their stacks count
+    // in the resident set). The long-running commands keep two workers.
+    let one_shot = matches!(cli.command, Command::Dispatch { .. });
+    let built = if one_shot {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("charm-host: cannot start the async runtime: {e}");
@@ -292,7 +301,7 @@ fn read_world(path: &Path) -> anyhow::Result<World> {
 /// Write atomically: a killed process leaves the old state or the new one, never half of one.
 fn write_world(path: &Path, world: &World) -> anyhow::Result<()> {
     charm_host::crash::point("before-persist");
-    let text = serde_yaml::to_string(&world.state())?;
+    let text = world.read(serde_yaml::to_string)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, text)?;
     charm_host::crash::point("mid-persist");
@@ -616,17 +625,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let world = read_world(&world_path)?;
             let unit = unit
                 .or_else(|| std::env::var("JUJU_UNIT_NAME").ok())
-                .or_else(|| world.state().leader)
+                .or_else(|| world.read(|s| s.leader.clone()))
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "no unit: give --unit, set JUJU_UNIT_NAME, or name a leader in the world"
                     )
                 })?;
-            if !world.state().units.contains_key(&unit) {
+            if !world.read(|s| s.units.contains_key(&unit)) {
                 anyhow::bail!(
                     "unit {unit} is not in the world {} (units: {:?})",
                     world_path.display(),
-                    world.state().units.keys().collect::<Vec<_>>()
+                    world.read(|s| s.units.keys().cloned().collect::<Vec<_>>())
                 );
             }
             if event.kind == EventKind::Action {
@@ -647,7 +656,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let result = dispatcher.dispatch(&caps, event.clone()).await;
             write_world(out.as_deref().unwrap_or(&world_path), &world)?;
-            let status = world.state().units[&unit].status.to_string();
+            let status = world.read(|s| s.units[&unit].status.to_string());
             Ok(report_dispatch(&unit, &event, result, trace, Some(status)))
         }
     }

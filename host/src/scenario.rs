@@ -235,7 +235,10 @@ pub async fn run(
     let mut d = Dispatcher::new(runtime, plugins_dir);
     d.trace = trace;
     let result = d.dispatch(&caps, event.clone()).await;
-    let output = world.state();
+    let logs = session.logs();
+    // The last handles on the world: the output state is moved out, not copied.
+    drop((caps, session));
+    let output = world.into_state();
     let statuses = output.units[&unit]
         .status_history
         .iter()
@@ -249,6 +252,6 @@ pub async fn run(
         output,
         result,
         statuses,
-        logs: session.logs(),
+        logs,
     })
 }

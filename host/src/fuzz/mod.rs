@@ -367,12 +367,13 @@ pub async fn run(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<FuzzSumm
             "the generator made an inconsistent world: {:?}",
             check::check(&state)
         );
-        let out = execute(runtime, &cfg.plugins_dir, &cfg.plugin, state.clone(), &unit).await?;
+        let out = execute(runtime, &cfg.plugins_dir, &cfg.plugin, state, &unit).await?;
         executions += 1;
         if let Some(c) = coverage.as_mut() {
             c.record(&out);
         }
         if let Some(invariant) = violation(&out) {
+            let state = out.input.clone();
             let small = minimise(
                 runtime,
                 &cfg.plugins_dir,

@@ -61,6 +61,14 @@ impl World {
         self.inner.lock().unwrap().state.clone()
     }
 
+    /// The state, moved out when this is the last handle on the world (copied otherwise).
+    pub fn into_state(self) -> WorldState {
+        match Arc::try_unwrap(self.inner) {
+            Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()).state,
+            Err(shared) => shared.lock().unwrap().state.clone(),
+        }
+    }
+
     /// Look at the state without copying it.
     pub fn read<R>(&self, f: impl FnOnce(&WorldState) -> R) -> R {
         f(&self.inner.lock().unwrap().state)
