@@ -26,6 +26,7 @@ fn runtime(limits: Limits) -> Runtime {
     Runtime::new(RuntimeConfig {
         limits,
         cache_dir: None,
+        ..Default::default()
     })
     .unwrap()
 }
@@ -81,6 +82,25 @@ async fn infinite_loop_hits_the_wasm_deadline() {
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_bomb_is_reported_as_out_of_memory_not_a_panic() {
     let rt = runtime(tight());
+    match hostile(&rt, "memory-bomb").await {
+        Err(Failure::OutOfMemory { detail }) => {
+            assert!(detail.contains("limit 32 MiB"), "{detail}")
+        }
+        other => panic!("expected out-of-memory, got {other:?}"),
+    }
+    survives(&rt).await;
+}
+
+/// `dispatch` runs one event and allocates on demand instead of from the pool: the cap holds
+/// there too.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_bomb_is_out_of_memory_without_the_instance_pool() {
+    let rt = Runtime::new(RuntimeConfig {
+        limits: tight(),
+        cache_dir: None,
+        instance_pool: false,
+    })
+    .unwrap();
     match hostile(&rt, "memory-bomb").await {
         Err(Failure::OutOfMemory { detail }) => {
             assert!(detail.contains("limit 32 MiB"), "{detail}")
@@ -447,6 +467,7 @@ fn the_compiled_code_cache_rejects_a_tampered_entry_and_rebuilds_it() {
         Runtime::new(RuntimeConfig {
             limits: tight(),
             cache_dir: Some(cache.path().into()),
+            ..Default::default()
         })
         .unwrap()
     };
@@ -510,6 +531,7 @@ fn an_unwritable_cache_directory_loses_nothing() {
     let rt = Runtime::new(RuntimeConfig {
         limits: tight(),
         cache_dir: Some(file.path().join("cache")),
+        ..Default::default()
     })
     .unwrap();
     let dir = plugins_dir(&[("hostile", "hostile")]);

@@ -258,7 +258,7 @@ impl Common {
         })
     }
 
-    fn runtime(&self) -> anyhow::Result<Runtime> {
+    fn runtime(&self, pooling: Pooling) -> anyhow::Result<Runtime> {
         let cache_dir = self.cache_dir.clone().or_else(|| match charm_dir() {
             Some(d) => Some(d.join(".cache/charm-host")),
             None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/charm-host")),
@@ -269,8 +269,20 @@ impl Common {
             event_timeout: std::time::Duration::from_secs_f64(self.event_timeout),
             ..Limits::default()
         };
-        Runtime::new(RuntimeConfig { limits, cache_dir })
+        Runtime::new(RuntimeConfig {
+            limits,
+            cache_dir,
+            instance_pool: pooling == Pooling::Pooled,
+        })
     }
+}
+
+/// Whether a command runs many events in one process (the pooling allocator pays off) or one
+/// (`dispatch`, and `precompile`, which must configure the engine as `dispatch` does).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pooling {
+    Pooled,
+    OneEvent,
 }
 
 /// `leader-elected`, `hooks/leader-elected` or `actions/get-password` -> an event, reading the
@@ -320,7 +332,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             out,
             model,
         } => {
-            let runtime = common.runtime()?;
+            let runtime = common.runtime(Pooling::Pooled)?;
             let iterations = if iterations.is_none() && duration.is_none() {
                 Some(1000)
             } else {
@@ -390,7 +402,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             faults,
             fault_window,
         } => {
-            let runtime = common.runtime()?;
+            let runtime = common.runtime(Pooling::Pooled)?;
             if let Some(range) = seeds {
                 let (a, b) = range
                     .split_once("..")
@@ -508,7 +520,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 secret_id: None,
             };
             let ev = charm_host::scenario::event_for(&input, &unit_name, &event, &args)?;
-            let runtime = common.runtime()?;
+            let runtime = common.runtime(Pooling::Pooled)?;
             let result = charm_host::scenario::run(
                 &runtime,
                 &common.plugins_dir(),
@@ -564,7 +576,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Precompile { common } => {
-            let runtime = common.runtime()?;
+            let runtime = common.runtime(Pooling::OneEvent)?;
             let dir = common.plugins_dir();
             let mut n = 0;
             for entry in std::fs::read_dir(&dir).map_err(|e| {
@@ -612,7 +624,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(arg) => event_from_arg(arg)?,
                 None => event_from_env(|k| std::env::var(k).ok())?,
             };
-            let runtime = common.runtime()?;
+            let runtime = common.runtime(Pooling::OneEvent)?;
             let mut dispatcher = Dispatcher::new(&runtime, common.plugins_dir());
             dispatcher.trace = trace;
             // Under Juju (no --world): every family from the production backends.

@@ -365,6 +365,7 @@ impl Harness {
         let rt = Runtime::new(RuntimeConfig {
             limits: Limits::default(),
             cache_dir: Some(cache),
+            ..Default::default()
         })
         .unwrap();
         let world = World::new(state);

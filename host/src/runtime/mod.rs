@@ -164,6 +164,11 @@ pub struct RuntimeConfig {
     pub limits: Limits,
     /// Where compiled code is cached; `None` compiles in memory on every process start.
     pub cache_dir: Option<PathBuf>,
+    /// Reuse instance slots across events ([`pool_config`]): worth it when one process runs
+    /// many events (simulate, scenario, fuzz, tests). A `dispatch` runs one event, for which a
+    /// pool only adds resident memory and a large address-space reservation (which a
+    /// `ulimit -v` in a charm container could refuse), so it allocates on demand.
+    pub instance_pool: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -171,6 +176,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             limits: Limits::default(),
             cache_dir: None,
+            instance_pool: true,
         }
     }
 }
@@ -199,9 +205,11 @@ impl Runtime {
         c.epoch_interruption(true);
         // Fixed so that cache entries stay valid across runs of one host build.
         c.max_wasm_stack(1 << 20);
-        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(
-            &config.limits,
-        )));
+        if config.instance_pool {
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(
+                &config.limits,
+            )));
+        }
         let engine = Engine::new(&c)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
