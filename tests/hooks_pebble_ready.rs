@@ -181,6 +181,26 @@ async fn layer_in_plan_but_service_stopped_is_replanned() {
     );
 }
 
+/// A service Pebble is already restarting (backoff: it crashed) is not replanned: a replan
+/// would only fail the hook with the same start error, as real Pebble does for a workload
+/// that exits at once (see tests/packed_charm.rs).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_in_backoff_is_not_replanned() {
+    let h = after_leader_elected(1, true, |_| {}).await;
+    h.dispatch(0, pebble_ready()).await;
+    h.with(|s| {
+        s.units
+            .get_mut(&unit(0))
+            .unwrap()
+            .pebble
+            .running
+            .insert("postgresql".into(), ServiceRun::Backoff);
+    });
+    let r = h.dispatch(0, pebble_ready()).await;
+    assert_eq!(count(&r, "pebble.add-layer"), 0, "{}", dump(&r));
+    assert_eq!(count(&r, "pebble.replan"), 0, "{}", dump(&r));
+}
+
 /// Spec 3.2 step 2: Pebble unreachable defers (after `_fix_pod`).
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_pebble_defers() {

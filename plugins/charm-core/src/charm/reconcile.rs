@@ -374,18 +374,35 @@ pub fn update_pebble_layers(ctx: &mut Ctx, replan: bool) -> HookResult<bool> {
         if replan {
             pebble::replan()?;
         }
-    } else if replan && !is_workload_running(ctx)? && ctx.unit_get("stopped")?.is_none() {
+    } else if replan && workload_never_started(ctx)? && ctx.unit_get("stopped")?.is_none() {
         // Deliberate deviation from upstream: the layer is already in the plan but the
         // `postgresql` service is not running. That is what a failed replan leaves behind
         // (`add-layer` took effect, then the hook failed): upstream only replans when the
         // services differ, so the retried event would wait for a member that is never
-        // started. A unit that stopped its service on purpose (`stopped` key) is left alone.
+        // started. A unit that stopped its service on purpose (`stopped` key) is left alone,
+        // and so is a service in backoff: Pebble is already restarting it, and a replan would
+        // only fail the hook with the same start error.
         pebble::replan()?;
     }
     if layer::checks_differ(&current_checks, &new.checks) {
         pebble::add_layer(layer::LAYER_LABEL, &wit_layer, true)?;
     }
     Ok(services_changed)
+}
+
+/// The `postgresql` service exists in the plan but Pebble is not running or restarting it
+/// (inactive, or given up on: error). False when Pebble does not answer.
+fn workload_never_started(ctx: &mut Ctx) -> HookResult<bool> {
+    let _ = ctx;
+    Ok(
+        match pebble::services(&[layer::POSTGRESQL_SERVICE.to_owned()]) {
+            Ok(list) => list.iter().any(|s| {
+                s.name == layer::POSTGRESQL_SERVICE
+                    && matches!(s.current, ServiceState::Inactive | ServiceState::Error)
+            }),
+            Err(_) => false,
+        },
+    )
 }
 
 /// `_is_workload_running`: Pebble answers and the `postgresql` service is active.
