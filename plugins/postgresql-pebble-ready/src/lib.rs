@@ -22,7 +22,8 @@
 //! - "Have Pebble services changed? no" still replans when the `postgresql` service is not
 //!   running (and the unit has no `stopped` key): a replan that failed after `add-layer` took
 //!   effect leaves the layer in the plan, and upstream's retry would wait for a member that is
-//!   never started (seeds 1 and 12);
+//!   never started (seeds 1 and 12). A service in backoff is left to Pebble, which is
+//!   restarting it already;
 //! - in `_initialize_cluster`, a failed pod-label patch or Service creation keeps its Blocked
 //!   status but **defers** instead of returning: upstream returns without deferring and nothing
 //!   retries it (update-status skips Blocked units), so one transient Kubernetes error left the
