@@ -14,9 +14,12 @@
 //!
 //! What the workload root lacks is the rest of the charm's OCI image: the `en_US.UTF8` locale
 //! of the rendered `lc_messages` and the `timescaledb` and `pgaudit` libraries of
-//! `shared_preload_libraries`, which Debian's PostgreSQL 15 does not ship. So the real Patroni
-//! the layer starts registers in the DCS and runs initdb, but PostgreSQL refuses the rendered
-//! configuration, and the hook ends where a unit whose database does not come up ends:
+//! `shared_preload_libraries`, which Debian's PostgreSQL 15 does not ship, so PostgreSQL
+//! refuses the rendered configuration. Left alone, Patroni then loops through bootstrap, and
+//! whether the member-start probe lands on its brief `starting` state (the hook proceeds to
+//! SQL and fails) or not (it waits) is a race. The root therefore holds `initdb` (a stand-in
+//! that never returns): the real Patroni registers in the DCS and stays in "initializing new
+//! cluster", and the hook ends, every time, where a unit whose database is not up yet ends:
 //! Waiting, with the event deferred for the next hook.
 
 mod support;
@@ -161,6 +164,7 @@ impl Workload {
             // /usr is this machine's, with the image's extra programs overlaid.
             ".usr/upper/local/bin",
             ".usr/upper/bin",
+            ".usr/upper/lib/postgresql/15/bin",
             ".usr/work",
         ] {
             std::fs::create_dir_all(root.join(d)).unwrap();
@@ -194,6 +198,12 @@ impl Workload {
                 format!("#!/bin/sh\nexec {} \"$@\"\n", patroni.display()),
             ),
             (".usr/upper/bin/pgbackrest_exporter", exporter.to_owned()),
+            // Held bootstrap (see the module doc).
+            (
+                ".usr/upper/lib/postgresql/15/bin/initdb",
+                "#!/bin/sh\n# holds the bootstrap: see tests/packed_charm.rs\nexec sleep infinity\n"
+                    .to_owned(),
+            ),
             ("start-exporter.sh", exporter.to_owned()),
         ] {
             std::fs::write(root.join(path), content).unwrap();
@@ -583,9 +593,8 @@ async fn the_unpacked_charm_dispatches_leader_elected_then_pebble_ready() {
         "the snap's major version drives bin_dir:\n{yml}"
     );
     assert!(yml.contains(&format!("connect_address: '{APP}-0.{APP}-endpoints:8008'")));
-    // (Its mode is Patroni's business once initdb ran: 0700.)
     let pgdata = workload.path("/var/lib/postgresql/data/pgdata");
-    assert!(pgdata.is_dir(), "pgdata was not created:\n{text}");
+    assert_eq!(mode(&pgdata), 0o750, "pgdata:\n{text}");
     let postgres_uid = Command::new("id")
         .args(["-u", "postgres"])
         .output()
