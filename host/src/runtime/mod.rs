@@ -205,6 +205,10 @@ impl Runtime {
         c.epoch_interruption(true);
         // Fixed so that cache entries stay valid across runs of one host build.
         c.max_wasm_stack(1 << 20);
+        // `perf record` can name JIT'd plugin functions through /tmp/perf-<pid>.map.
+        if std::env::var_os("CHARM_HOST_PERFMAP").is_some() {
+            c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if config.instance_pool {
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(
                 &config.limits,
