@@ -419,35 +419,42 @@ async fn writes_are_buffered_flushed_once_and_durable_only_when_the_context_comm
     assert!(!peer_bag(a.world(), APP).contains_key("cluster_initialised"));
 
     j.commit().await.unwrap();
+    // The writes run concurrently (Juju applies them together at hook exit), so the agent
+    // may see them in any order: compare them sorted; only the ports read comes before the
+    // port writes it decides.
     let flushed: Vec<RecordedCall> = a.calls().into_iter().skip(before_commit).collect();
+    let mut sorted: Vec<(Vec<&str>, Option<&str>)> = flushed
+        .iter()
+        .map(|c| (argv(c), c.stdin.as_deref()))
+        .collect();
+    sorted.sort();
     assert_eq!(
-        flushed.iter().map(argv).collect::<Vec<_>>(),
+        sorted,
         vec![
-            vec!["relation-set", "-r", "database-peers:1", "--file", "-"],
-            vec![
-                "relation-set",
-                "-r",
-                "database-peers:1",
-                "--app",
-                "--file",
-                "-"
-            ],
-            vec!["state-set", "--file", "-"],
-            vec!["opened-ports", "--format=json"],
-            vec!["open-port", "5432/tcp"],
-            vec!["open-port", "8008/tcp"],
+            (vec!["open-port", "5432/tcp"], None),
+            (vec!["open-port", "8008/tcp"], None),
+            (vec!["opened-ports", "--format=json"], None),
+            (
+                vec![
+                    "relation-set",
+                    "-r",
+                    "database-peers:1",
+                    "--app",
+                    "--file",
+                    "-"
+                ],
+                Some(r#"{"cluster_initialised":"True","endpoints":"[\"a\",\"b\"]"}"#)
+            ),
+            (
+                vec!["relation-set", "-r", "database-peers:1", "--file", "-"],
+                Some(r#"{"config_hash":"abc","tls":""}"#)
+            ),
+            (vec!["state-set", "--file", "-"], Some(r#"{"k1":"v1b"}"#)),
         ],
         "one relation-set per bag, one state-set, no state-delete for a key Juju never stored"
     );
-    assert_eq!(
-        flushed[0].stdin.as_deref(),
-        Some(r#"{"config_hash":"abc","tls":""}"#)
-    );
-    assert_eq!(
-        flushed[1].stdin.as_deref(),
-        Some(r#"{"cluster_initialised":"True","endpoints":"[\"a\",\"b\"]"}"#)
-    );
-    assert_eq!(flushed[2].stdin.as_deref(), Some(r#"{"k1":"v1b"}"#));
+    let at = |cmd: &str| flushed.iter().position(|c| c.command == cmd).unwrap();
+    assert!(at("opened-ports") < at("open-port"));
     let statuses: Vec<_> = a
         .calls()
         .iter()
@@ -1145,6 +1152,10 @@ async fn end_to_end_dispatch_under_the_stand_in() {
 /// Issue 5's budget, with the real plugin: a fresh leader-elected on a 3-unit deployment makes
 /// at most 15 hook-tool calls (each is a process and an agent round trip in Juju; the upstream
 /// charm makes about 123).
+///
+/// The hook is dispatched twice on the same fresh deployment, with one compiled-code cache:
+/// the second dispatch starts the reads the first one made ahead of the plugin (the cache's
+/// read plan), and must make the same calls and reach the same result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_leader_elected_plugin_makes_at_most_15_hook_tool_calls() {
     let hook_tools = support::hook_tools_bin();
@@ -1154,70 +1165,165 @@ async fn the_real_leader_elected_plugin_makes_at_most_15_hook_tool_calls() {
         "run `cargo xtask build` first"
     );
     let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let plan = cache.join("hook-tool-reads/leader-elected.json");
     let fresh =
         std::fs::read_to_string(support::root().join("tests/data/fresh-3-units.yaml")).unwrap();
-    let juju_world = dir.path().join("juju.yaml");
-    let other_world = dir.path().join("rest.yaml");
-    std::fs::write(&juju_world, &fresh).unwrap();
-    std::fs::write(&other_world, &fresh).unwrap();
     let host = env!("CARGO_BIN_EXE_charm-host");
-    let out = Command::new(host)
-        .args(["juju-standin", "--world"])
-        .arg(&juju_world)
-        .args(["--unit", U0, "--socket"])
-        .arg(dir.path().join("agent.socket"))
-        .arg("--tools-dir")
-        .arg(dir.path().join("tools"))
-        .arg("--hook-tools")
-        .arg(&hook_tools)
-        .args(["--", host, "dispatch", "--juju", "hook-tools", "--world"])
-        .arg(&other_world)
-        .args(["--event", "leader-elected", "--plugins"])
-        .arg(&plugins)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .env("CHARM_HOST_LOG", "error")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    let calls: usize = text
-        .lines()
-        .find_map(|l| {
-            l.split("charm-host juju-standin: ")
-                .nth(1)?
-                .split(" hook-tool call(s)")
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no call tally in: {text}"));
-    assert!(calls <= 15, "{calls} hook-tool calls: {text}");
-    // And the hook did its work through them: passwords stored, own endpoint listed.
-    let w = World::from_yaml(&std::fs::read_to_string(&juju_world).unwrap())
-        .unwrap()
-        .state();
-    let secret = w
-        .secrets
-        .iter()
-        .find(|s| s.label == APP_SECRET)
-        .expect("the app secret was added");
-    for user in ["operator", "replication", "rewind", "monitoring", "patroni"] {
+    let mut tallies = Vec::new();
+    for round in ["first (no read plan)", "second (reads started ahead)"] {
+        assert_eq!(plan.exists(), !tallies.is_empty(), "{round}");
+        let juju_world = dir.path().join("juju.yaml");
+        let other_world = dir.path().join("rest.yaml");
+        std::fs::write(&juju_world, &fresh).unwrap();
+        std::fs::write(&other_world, &fresh).unwrap();
+        let out = Command::new(host)
+            .args(["juju-standin", "--world"])
+            .arg(&juju_world)
+            .args(["--unit", U0, "--socket"])
+            .arg(dir.path().join("agent.socket"))
+            .arg("--tools-dir")
+            .arg(dir.path().join("tools"))
+            .arg("--hook-tools")
+            .arg(&hook_tools)
+            .args(["--", host, "dispatch", "--juju", "hook-tools", "--world"])
+            .arg(&other_world)
+            .args(["--event", "leader-elected", "--plugins"])
+            .arg(&plugins)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env("CHARM_HOST_LOG", "error")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{round}: {text}");
+        let calls: usize = text
+            .lines()
+            .find_map(|l| {
+                l.split("charm-host juju-standin: ")
+                    .nth(1)?
+                    .split(" hook-tool call(s)")
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no call tally in: {text}"));
+        assert!(calls <= 15, "{round}: {calls} hook-tool calls: {text}");
+        tallies.push(calls);
+        // And the hook did its work through them: passwords stored, own endpoint listed.
+        let world = World::from_yaml(&std::fs::read_to_string(&juju_world).unwrap()).unwrap();
+        let w = world.state();
+        let secret = w
+            .secrets
+            .iter()
+            .find(|s| s.label == APP_SECRET)
+            .unwrap_or_else(|| panic!("{round}: the app secret was added"));
+        for user in ["operator", "replication", "rewind", "monitoring", "patroni"] {
+            assert_eq!(
+                secret.content[&format!("{user}-password")].len(),
+                16,
+                "{round}: {user}"
+            );
+        }
         assert_eq!(
-            secret.content[&format!("{user}-password")].len(),
-            16,
-            "{user}"
+            peer_bag(&world, APP)["endpoints"],
+            r#"["postgresql-k8s-0.postgresql-k8s-endpoints"]"#,
+            "{round}"
         );
     }
     assert_eq!(
-        peer_bag(
-            &World::from_yaml(&std::fs::read_to_string(&juju_world).unwrap()).unwrap(),
-            APP
-        )["endpoints"],
-        r#"["postgresql-k8s-0.postgresql-k8s-endpoints"]"#
+        tallies[0], tallies[1],
+        "a read started ahead replaces the call, it does not add one"
+    );
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let tools: Vec<&str> = kept["reads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert!(
+        tools.contains(&"is-leader") && tools.contains(&"state-get"),
+        "{tools:?}"
+    );
+    assert!(
+        !tools
+            .iter()
+            .any(|t| t.ends_with("-set") || *t == "secret-add"),
+        "only reads are kept: {tools:?}"
+    );
+}
+
+/// Reads started ahead answer exactly as the live calls would, count once, and a write
+/// discards the started reads of its kind (their answers may be stale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_started_ahead_answer_as_live_calls_and_a_write_discards_stale_ones() {
+    let a = Agent::start(U0).await;
+    let j = a.juju(U0, "ctx-ahead");
+    let call = |tool: &str, args: &[&str]| -> (String, Vec<String>) {
+        (
+            tool.to_string(),
+            args.iter().map(|a| a.to_string()).collect(),
+        )
+    };
+    let own_bag = ["--format=json", "-r", "database-peers:1", "-", U0];
+    j.runner().prefetch(&[
+        call("is-leader", &["--format=json"]),
+        call("relation-get", &own_bag),
+        // Not reads: never started ahead.
+        call("relation-set", &["-r", "database-peers:1", "--file", "-"]),
+        call("secret-get", &["secret:d0unitsecret00000000", "--refresh"]),
+    ]);
+    // They run before anything asks for them.
+    let t = std::time::Instant::now();
+    while a.calls().len() < 2 {
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "reads started ahead never reached the agent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(j.is_leader().await.unwrap());
+    let is_leader_calls = || {
+        a.calls()
+            .iter()
+            .filter(|c| c.command == "is-leader")
+            .count()
+    };
+    assert_eq!(is_leader_calls(), 1, "the started read answered the ask");
+    let runner = j.runner();
+    let args = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // A write to the relation makes the started relation-get stale: the next one is live and
+    // sees the write, as it would in Juju's hook context.
+    runner
+        .run(
+            "relation-set",
+            &args(&["-r", "database-peers:1", "--file", "-"]),
+            Some(r#"{"tls":"","ahead":"yes"}"#),
+        )
+        .await
+        .unwrap();
+    let bag = runner
+        .run("relation-get", &args(&own_bag), None)
+        .await
+        .unwrap();
+    assert!(bag.contains("ahead"), "a stale answer was used: {bag}");
+    assert!(!a.calls().iter().any(|c| c.command == "secret-get"));
+    assert_eq!(
+        runner.count(),
+        4,
+        "is-leader, relation-get twice, relation-set"
+    );
+    assert_eq!(
+        runner.reads(),
+        vec![
+            call("is-leader", &["--format=json"]),
+            call("relation-get", &own_bag)
+        ]
     );
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use charm_host::backends::juju::{HookToolsJuju, ReadPlan};
 use charm_host::bindings::{Event, EventKind};
 use charm_host::dispatch::{Dispatcher, event_from_env};
 use charm_host::runtime::{Limits, Runtime, RuntimeConfig};
@@ -258,11 +259,15 @@ impl Common {
         })
     }
 
-    fn runtime(&self, pooling: Pooling) -> anyhow::Result<Runtime> {
-        let cache_dir = self.cache_dir.clone().or_else(|| match charm_dir() {
+    fn cache_dir(&self) -> Option<PathBuf> {
+        self.cache_dir.clone().or_else(|| match charm_dir() {
             Some(d) => Some(d.join(".cache/charm-host")),
             None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/charm-host")),
-        });
+        })
+    }
+
+    fn runtime(&self, pooling: Pooling) -> anyhow::Result<Runtime> {
+        let cache_dir = self.cache_dir();
         let limits = Limits {
             memory_bytes: self.memory_mib << 20,
             wasm_deadline: std::time::Duration::from_secs_f64(self.wasm_deadline),
@@ -624,14 +629,40 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(arg) => event_from_arg(arg)?,
                 None => event_from_env(|k| std::env::var(k).ok())?,
             };
+            // The hook tools first: the reads the last dispatch of this hook made start now
+            // and overlap everything below (see backends::juju::ReadPlan).
+            let hook_tools = match (&world, juju) {
+                (None, _) | (Some(_), JujuSource::HookTools) => {
+                    let juju = std::sync::Arc::new(HookToolsJuju::from_env()?);
+                    let plan = common.cache_dir().map(|d| ReadPlan::new(&d, &event.name));
+                    if let Some(p) = &plan {
+                        juju.runner().prefetch(&p.load());
+                    }
+                    Some((juju, plan))
+                }
+                (Some(_), JujuSource::World) => None,
+            };
+            let keep_reads = || {
+                if let Some((juju, Some(plan))) = &hook_tools {
+                    plan.save(&juju.runner().reads());
+                }
+            };
+            tracing::debug!("reads started");
             let runtime = common.runtime(Pooling::OneEvent)?;
+            tracing::debug!("runtime ready");
             let mut dispatcher = Dispatcher::new(&runtime, common.plugins_dir());
             dispatcher.trace = trace;
             // Under Juju (no --world): every family from the production backends.
             let Some(world_path) = world else {
-                let caps = charm_host::backends::production().await?;
+                let juju = hook_tools
+                    .as_ref()
+                    .expect("made above without --world")
+                    .0
+                    .clone();
+                let caps = charm_host::backends::production(juju).await?;
                 let unit = std::env::var("JUJU_UNIT_NAME").unwrap_or_default();
                 let result = dispatcher.dispatch(&caps, event.clone()).await;
+                keep_reads();
                 return Ok(report_dispatch(&unit, &event, result, trace, None));
             };
             let world = read_world(&world_path)?;
@@ -662,11 +693,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 });
             }
             let (mut caps, _session) = world.capabilities(&unit);
-            if juju == JujuSource::HookTools {
-                caps.juju =
-                    std::sync::Arc::new(charm_host::backends::juju::HookToolsJuju::from_env()?);
+            tracing::debug!("world ready");
+            if let Some((juju, _)) = &hook_tools {
+                caps.juju = juju.clone();
             }
             let result = dispatcher.dispatch(&caps, event.clone()).await;
+            keep_reads();
             write_world(out.as_deref().unwrap_or(&world_path), &world)?;
             let status = world.read(|s| s.units[&unit].status.to_string());
             Ok(report_dispatch(&unit, &event, result, trace, Some(status)))

@@ -188,10 +188,13 @@ mod tests {
 
 /// Every capability family from the production backends, as a hook under Juju sees them:
 /// identity from `JUJU_UNIT_NAME` and `JUJU_MODEL_NAME` (the model is the namespace), Juju
-/// through the hook tools, Kubernetes through the pod's service account, Pebble through the
+/// through the hook tools (`juju`, made by the caller first so its reads can start early),
+/// Kubernetes through the pod's service account, Pebble through the
 /// workload container's socket, Patroni and PostgreSQL at the unit's and the primary Service's
 /// DNS names, real time and the operating system's CSPRNG.
-pub async fn production() -> anyhow::Result<crate::capability::Capabilities> {
+pub async fn production(
+    juju: Arc<juju::HookToolsJuju>,
+) -> anyhow::Result<crate::capability::Capabilities> {
     let unit = std::env::var("JUJU_UNIT_NAME")
         .map_err(|_| anyhow::anyhow!("JUJU_UNIT_NAME is not set: the production backends need Juju's hook environment (or give --world)"))?;
     let namespace = std::env::var("JUJU_MODEL_NAME")
@@ -201,7 +204,7 @@ pub async fn production() -> anyhow::Result<crate::capability::Capabilities> {
         .and_then(|(a, n)| Some((a.to_string(), n.parse::<u32>().ok()?)))
         .ok_or_else(|| anyhow::anyhow!("JUJU_UNIT_NAME={unit:?} is not <application>/<number>"))?;
     Ok(crate::capability::Capabilities {
-        juju: Arc::new(juju::HookToolsJuju::from_env()?),
+        juju,
         kubernetes: Arc::new(
             kubernetes::KubernetesBackend::from_environment(namespace.clone(), app.clone()).await?,
         ),

@@ -34,6 +34,7 @@
 //!   fails). Lower levels go to this process's stderr through `tracing`; Juju records a
 //!   hook's stderr in the unit log, so they are not lost, and they cost no tool call.
 
+mod read_plan;
 mod runner;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -43,7 +44,8 @@ use std::sync::OnceLock;
 use async_trait::async_trait;
 use serde_json::Value as Json;
 
-pub use runner::{ToolCall, ToolFailure, ToolRunner};
+pub use read_plan::ReadPlan;
+pub use runner::{MAX_PREFETCH, ToolCall, ToolFailure, ToolRunner, is_read};
 
 use crate::bindings::Error;
 use crate::bindings::juju::{Identity, Port, SecretOwner, Status, StatusKind};
@@ -467,46 +469,53 @@ impl HookToolsJuju {
     }
 
     /// Write every buffered change. Called once, at commit.
+    ///
+    /// The writes run concurrently: Juju applies all of a hook's relation, secret, state and
+    /// port writes together when the hook exits 0, so their order is unobservable, and each is
+    /// a process start that need not wait for the one before. If any fails, the first failure
+    /// in the order below is reported (and Juju, seeing the hook fail, discards them all).
     async fn flush(&self, c: &mut Cache) -> CapResult<()> {
-        for ((id, app), changes) in std::mem::take(&mut c.pending_bags) {
-            if changes.is_empty() {
-                continue;
-            }
-            let mut args = vec![s("-r"), Self::rel_arg(c, id)];
-            if app {
+        type Write<'f> =
+            std::pin::Pin<Box<dyn std::future::Future<Output = CapResult<()>> + Send + 'f>>;
+        let mut writes: Vec<Write<'_>> = Vec::new();
+
+        let bags: Vec<((u32, bool), Bag)> = std::mem::take(&mut c.pending_bags)
+            .into_iter()
+            .filter(|(_, changes)| !changes.is_empty())
+            .collect();
+        for ((id, app), changes) in &bags {
+            let mut args = vec![s("-r"), Self::rel_arg(c, *id)];
+            if *app {
                 args.push(s("--app"));
             }
             args.extend([s("--file"), s("-")]);
-            let body = serde_json::to_string(&changes).expect("a string map serialises");
-            self.run("relation-set", &args, Some(&body)).await?;
-            let owner = if app {
-                self.identity.app.clone()
-            } else {
-                self.identity.unit.clone()
-            };
-            if let Some(bag) = c.bags.get_mut(&(id, owner, app)) {
-                apply_changes(bag, &changes);
-            }
+            let body = serde_json::to_string(changes).expect("a string map serialises");
+            writes.push(Box::pin(async move {
+                self.run("relation-set", &args, Some(&body)).await.map(drop)
+            }));
         }
-        let labels: Vec<String> = c
-            .secrets
-            .iter()
-            .filter(|(_, e)| e.pending.is_some())
-            .map(|(l, _)| l.clone())
-            .collect();
-        for label in labels {
-            let entry = c.secrets.get_mut(&label).expect("listed above");
-            let content = entry.pending.take().expect("filtered above");
+
+        let mut secrets: Vec<(String, Bag)> = Vec::new();
+        for (label, entry) in c.secrets.iter_mut() {
+            let Some(content) = entry.pending.take() else {
+                continue;
+            };
             let id = entry
                 .id
                 .clone()
                 .ok_or_else(|| Error::other(format!("secret {label:?} has no known id")))?;
-            let (_dir, mut files) = secret_files(&to_kvs(&content))?;
+            // The content travels in files that must outlive the call.
+            let (dir, mut files) = secret_files(&to_kvs(&content))?;
             let mut args = vec![id];
             args.append(&mut files);
-            self.run("secret-set", &args, None).await?;
-            c.secrets.get_mut(&label).expect("listed above").content = Some(content);
+            writes.push(Box::pin(async move {
+                let result = self.run("secret-set", &args, None).await.map(drop);
+                drop(dir);
+                result
+            }));
+            secrets.push((label.clone(), content));
         }
+
         // Juju has no batch delete: one state-delete per key. Skip keys Juju never stored,
         // which needs the stored state; read it (one call) when that saves two or more.
         let deletes = c.pending_state.values().filter(|v| v.is_none()).count();
@@ -520,19 +529,46 @@ impl HookToolsJuju {
             .collect();
         if !sets.is_empty() {
             let body = serde_json::to_string(&sets).expect("a string map serialises");
-            self.run("state-set", &[s("--file"), s("-")], Some(&body))
-                .await?;
+            writes.push(Box::pin(async move {
+                self.run("state-set", &[s("--file"), s("-")], Some(&body))
+                    .await
+                    .map(drop)
+            }));
         }
         for (key, v) in &pending {
-            if v.is_some() {
-                continue;
-            }
             // Deleting what Juju never stored would be a wasted call.
-            if c.state.as_ref().is_some_and(|st| !st.contains_key(key)) {
+            if v.is_some() || c.state.as_ref().is_some_and(|st| !st.contains_key(key)) {
                 continue;
             }
-            self.run("state-delete", std::slice::from_ref(key), None)
-                .await?;
+            let key = key.clone();
+            writes.push(Box::pin(async move {
+                self.run("state-delete", std::slice::from_ref(&key), None)
+                    .await
+                    .map(drop)
+            }));
+        }
+        if let Some(wanted) = c.wanted_ports.take() {
+            writes.push(Box::pin(self.flush_ports(wanted)));
+        }
+
+        for result in futures_util::future::join_all(writes).await {
+            result?;
+        }
+
+        for ((id, app), changes) in bags {
+            let owner = if app {
+                self.identity.app.clone()
+            } else {
+                self.identity.unit.clone()
+            };
+            if let Some(bag) = c.bags.get_mut(&(id, owner, app)) {
+                apply_changes(bag, &changes);
+            }
+        }
+        for (label, content) in secrets {
+            if let Some(e) = c.secrets.get_mut(&label) {
+                e.content = Some(content);
+            }
         }
         if let Some(st) = c.state.as_mut() {
             for (k, v) in pending {
@@ -541,9 +577,6 @@ impl HookToolsJuju {
                     None => st.remove(&k),
                 };
             }
-        }
-        if let Some(wanted) = c.wanted_ports.take() {
-            self.flush_ports(wanted).await?;
         }
         Ok(())
     }

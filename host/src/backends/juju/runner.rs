@@ -1,10 +1,11 @@
 //! Running one hook tool: a subprocess with ops' exact argv and stdin, and its failure mapped
 //! to the contract's error kinds the way ops maps it to exceptions.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
 
@@ -28,8 +29,51 @@ pub struct ToolCall {
 pub struct ToolRunner {
     dir: Option<PathBuf>,
     env: Vec<(String, String)>,
-    count: AtomicUsize,
+    count: Arc<AtomicUsize>,
     log: Mutex<Vec<ToolCall>>,
+    /// Reads started by [`ToolRunner::prefetch`] and not yet asked for, by exact argv.
+    prefetched: Mutex<HashMap<(String, Vec<String>), Started>>,
+}
+
+/// A read being started on a thread of its own: the process, once `spawn` returned.
+type Started = std::thread::JoinHandle<std::io::Result<tokio::process::Child>>;
+
+/// At most this many reads are started ahead of a dispatch: a bound on speculation.
+pub const MAX_PREFETCH: usize = 32;
+
+/// Whether `tool args` only reads, so that running it early (or not at all) changes nothing
+/// Juju keeps: the tools below answer from the hook context without side effects.
+/// `secret-get` qualifies only by label, without `--refresh`/`--peek` (those move the
+/// tracked revision) and without a secret id (a consumer's first read by id records the
+/// consumption, and `--label` with an id sets the label).
+pub fn is_read(tool: &str, args: &[String]) -> bool {
+    match tool {
+        "is-leader" | "config-get" | "relation-ids" | "relation-list" | "relation-get"
+        | "state-get" | "goal-state" | "opened-ports" | "action-get" | "status-get"
+        | "secret-info-get" => true,
+        "secret-get" => {
+            let mut it = args.iter();
+            let mut labelled = false;
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--format=json" => {}
+                    "--label" => labelled = it.next().is_some(),
+                    _ => return false,
+                }
+            }
+            labelled
+        }
+        _ => false,
+    }
+}
+
+/// The group of Juju state a tool reads or writes: a write discards the prefetched reads of
+/// its group, which could now be stale (`secret-add` then `secret-get` of that label).
+fn group(tool: &str) -> &str {
+    match tool {
+        "open-port" | "close-port" | "opened-ports" => "ports",
+        _ => tool.split('-').next().unwrap_or(tool),
+    }
 }
 
 /// A failed tool call: its exit code and stderr (kept whole for the error message).
@@ -48,8 +92,9 @@ impl ToolRunner {
         ToolRunner {
             dir: None,
             env: Vec::new(),
-            count: AtomicUsize::new(0),
+            count: Arc::new(AtomicUsize::new(0)),
             log: Mutex::new(Vec::new()),
+            prefetched: Mutex::new(HashMap::new()),
         }
     }
 
@@ -77,22 +122,75 @@ impl ToolRunner {
         self.log.lock().unwrap().clone()
     }
 
-    /// Run `tool args...` with `stdin`, returning its stdout on exit 0.
-    pub async fn run(
-        &self,
-        tool: &str,
-        args: &[String],
-        stdin: Option<&str>,
-    ) -> Result<String, ToolFailure> {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        let program = match &self.dir {
+    /// Every read in the log that completed (whatever its exit code), oldest first, each
+    /// once: what the next dispatch of the same hook is likely to ask again.
+    pub fn reads(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for c in self.log.lock().unwrap().iter() {
+            if c.code >= 0
+                && is_read(&c.tool, &c.args)
+                && !out.iter().any(|(t, a)| *t == c.tool && *a == c.args)
+            {
+                out.push((c.tool.clone(), c.args.clone()));
+            }
+        }
+        out
+    }
+
+    /// Start these reads now, all at once, so that their process starts and agent round trips
+    /// overlap each other and the host's own start instead of queueing behind the plugin's
+    /// calls. A later [`ToolRunner::run`] with the same argv takes the started process's
+    /// answer, which is the one it would have got: hook-context reads have no side effects and
+    /// Juju answers them the same throughout the hook (leadership for its 30 s lease). Only
+    /// [`is_read`] calls are started, at most [`MAX_PREFETCH`]. Each counts as a call.
+    ///
+    /// Each starts on a thread of its own: starting a process blocks its caller until the
+    /// child has exec'd (posix_spawn's vfork), about a millisecond each on a small VM, which
+    /// would otherwise be spent one after another before the host does anything else.
+    /// Must be called within a tokio runtime.
+    pub fn prefetch(&self, reads: &[(String, Vec<String>)]) {
+        let handle = tokio::runtime::Handle::current();
+        let mut started = self.prefetched.lock().unwrap();
+        for (tool, args) in reads {
+            if started.len() >= MAX_PREFETCH {
+                break;
+            }
+            let key = (tool.clone(), args.clone());
+            if !is_read(tool, args) || started.contains_key(&key) {
+                continue;
+            }
+            let mut cmd = self.command(tool, args, false);
+            let (handle, count) = (handle.clone(), self.count.clone());
+            let thread = std::thread::Builder::new()
+                .name("hook-tool-read".into())
+                .stack_size(64 << 10)
+                .spawn(move || {
+                    let _rt = handle.enter();
+                    let child = cmd.spawn();
+                    if child.is_ok() {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    child
+                });
+            // No thread, no read ahead: the live call makes it.
+            if let Ok(t) = thread {
+                started.insert(key, t);
+            }
+        }
+    }
+
+    fn program(&self, tool: &str) -> PathBuf {
+        match &self.dir {
             Some(d) => d.join(tool),
             None => PathBuf::from(tool),
-        };
-        let mut cmd = tokio::process::Command::new(&program);
+        }
+    }
+
+    fn command(&self, tool: &str, args: &[String], piped_stdin: bool) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(self.program(tool));
         cmd.args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if stdin.is_some() {
+            .stdin(if piped_stdin {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -101,24 +199,67 @@ impl ToolRunner {
             .stderr(Stdio::piped())
             // The runtime's per-call timeout drops this future; take the process with it.
             .kill_on_drop(true);
+        cmd
+    }
+
+    /// Run `tool args...` with `stdin`, returning its stdout on exit 0.
+    pub async fn run(
+        &self,
+        tool: &str,
+        args: &[String],
+        stdin: Option<&str>,
+    ) -> Result<String, ToolFailure> {
+        let asked = std::time::Instant::now();
         let record = |code: i32| {
+            tracing::debug!(
+                "hook tool {tool} exited {code} after {:.1} ms",
+                asked.elapsed().as_secs_f64() * 1e3
+            );
             self.log.lock().unwrap().push(ToolCall {
                 tool: tool.to_string(),
                 args: args.to_vec(),
                 code,
             })
         };
-        let mut child = match cmd.spawn() {
+        let early = if stdin.is_none() {
+            self.prefetched
+                .lock()
+                .unwrap()
+                .remove(&(tool.to_string(), args.to_vec()))
+        } else {
+            None
+        };
+        if early.is_none() && !is_read(tool, args) {
+            // Killed on drop: a read that was never asked for has nothing to report.
+            let g = group(tool);
+            self.prefetched
+                .lock()
+                .unwrap()
+                .retain(|(t, _), _| group(t) != g);
+        }
+        // A read started ahead whose process could not start is made again live, so that
+        // its failure is reported as any call's is.
+        let spawned = match early.map(|t| t.join()) {
+            Some(Ok(Ok(child))) => Ok(child),
+            _ => {
+                self.count.fetch_add(1, Ordering::SeqCst);
+                self.command(tool, args, stdin.is_some()).spawn()
+            }
+        };
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 record(-1);
                 let stderr = if e.kind() == std::io::ErrorKind::NotFound {
                     format!(
                         "hook tool {} not found ({e}): is this running inside a Juju hook, with the tools on PATH?",
-                        program.display()
+                        self.program(tool).display()
                     )
                 } else {
-                    format!("cannot start hook tool {}: {e}", program.display())
+                    format!(
+                        "cannot start hook tool {}: {e}",
+                        self.program(tool).display()
+                    )
                 };
                 return Err(ToolFailure {
                     tool: tool.to_string(),
