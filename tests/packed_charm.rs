@@ -544,11 +544,19 @@ async fn the_unpacked_charm_dispatches_leader_elected_then_pebble_ready() {
             "{APP}-{svc}: {s}"
         );
     }
-    // Served from the packed cache: nothing compiled, nothing written.
+    // Served from the packed cache: nothing compiled. The one thing written is the hook's
+    // read plan (the reads the next leader-elected starts ahead), beside the entries.
+    let mut cache_after = listing(&d.charm_dir.join("plugin-cache"));
+    cache_after.retain(|(name, _)| name != "hook-tool-reads");
     assert_eq!(
-        listing(&d.charm_dir.join("plugin-cache")),
-        cache_before,
+        cache_after, cache_before,
         "the first dispatch compiled instead of loading the packed cache:\n{text}"
+    );
+    assert!(
+        d.charm_dir
+            .join("plugin-cache/hook-tool-reads/leader-elected.json")
+            .is_file(),
+        "no read plan kept:\n{text}"
     );
 
     // postgresql-pebble-ready, against real Pebble in the workload's root.

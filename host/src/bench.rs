@@ -198,7 +198,8 @@ fn whole_process(
     };
     let cold: Vec<Duration> = (0..5).map(|_| once(true)).collect::<anyhow::Result<_>>()?;
     let through_tools = through_hook_tools(cfg, plugin, &tmp, &text, unit, &cache)?;
-    let agent_up = through_running_agent(cfg, plugin, &tmp, state, unit, &cache)?;
+    let agent_up_cold_plan = through_running_agent(cfg, plugin, &tmp, state, unit, &cache, false)?;
+    let agent_up = through_running_agent(cfg, plugin, &tmp, state, unit, &cache, true)?;
     once(false)?;
     // The peak of the warm runs only (a cold run also compiles).
     peak_rss.set(0);
@@ -236,6 +237,7 @@ fn whole_process(
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(vec![
         through_tools,
+        agent_up_cold_plan,
         agent_up,
         Figure {
             name: format!("whole-process dispatch, warm cache: {plugin}"),
@@ -332,6 +334,10 @@ fn through_hook_tools(
 /// tool processes it starts) is timed. Each context is aborted afterwards (untimed), so every
 /// run sees the same Juju state; the dispatch itself does all its work, including flushing its
 /// writes through the tools.
+///
+/// With `read_plan`, each run finds the reads the previous one made in the cache and starts
+/// them ahead (as every dispatch of a hook after its first does); without, the plan is removed
+/// before each run (the first dispatch of a hook on a unit).
 fn through_running_agent(
     cfg: &BenchConfig,
     plugin: &str,
@@ -339,6 +345,7 @@ fn through_running_agent(
     world: &WorldState,
     unit: &str,
     cache: &Path,
+    read_plan: bool,
 ) -> anyhow::Result<Figure> {
     let text = serde_yaml::to_string(world)?;
     let state = text.as_str();
@@ -383,6 +390,9 @@ fn through_running_agent(
         n += 1;
         let context = format!("bench-{}-{n}", std::process::id());
         std::fs::write(&rest_world, state)?;
+        if !read_plan {
+            let _ = std::fs::remove_dir_all(cache.join("hook-tool-reads"));
+        }
         let (d, ok, err, _) = measured(
             std::process::Command::new(&cfg.exe)
                 .args(["dispatch", "--juju", "hook-tools", "--world"])
@@ -423,7 +433,10 @@ fn through_running_agent(
     let _ = std::fs::remove_file(&socket);
     let samples = result?;
     Ok(Figure {
-        name: format!("whole-process dispatch, agent already running: {plugin}"),
+        name: format!(
+            "whole-process dispatch, agent already running{}: {plugin}",
+            if read_plan { "" } else { ", no read plan" }
+        ),
         median: ms(median(samples.clone())),
         detail: format!(
             "p90 {}, {runs} runs (dispatch + its tool processes; stand-in started once)",
