@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use charm_host::backends::juju::{HookToolsJuju, ToolRunner};
 use charm_host::bindings::ErrorKind;
@@ -1087,7 +1086,6 @@ async fn a_typical_leader_elected_needs_at_most_15_hook_tools() {
 /// chain with real processes, committing only a successful hook.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_dispatch_under_the_stand_in() {
-    let hook_tools = support::hook_tools_bin();
     let plugins = support::plugins_dir(&[("install", "recorder"), ("fail-now", "recorder")]);
     let dir = tempfile::tempdir().unwrap();
     let juju_world = dir.path().join("juju.yaml");
@@ -1096,16 +1094,8 @@ async fn end_to_end_dispatch_under_the_stand_in() {
     std::fs::write(&other_world, WORLD).unwrap();
     let host = env!("CARGO_BIN_EXE_charm-host");
     let run = |event: &str| {
-        Command::new(host)
-            .args(["juju-standin", "--world"])
-            .arg(&juju_world)
-            .args(["--unit", U0, "--socket"])
-            .arg(dir.path().join("agent.socket"))
-            .arg("--tools-dir")
-            .arg(dir.path().join("tools"))
-            .arg("--hook-tools")
-            .arg(&hook_tools)
-            .args(["--", host, "dispatch", "--juju", "hook-tools", "--world"])
+        support::juju_standin(&juju_world, U0, dir.path())
+            .args([host, "dispatch", "--juju", "hook-tools", "--world"])
             .arg(&other_world)
             .args(["--event", event, "--plugins"])
             .arg(plugins.path())
@@ -1158,7 +1148,6 @@ async fn end_to_end_dispatch_under_the_stand_in() {
 /// read plan), and must make the same calls and reach the same result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_leader_elected_plugin_makes_at_most_15_hook_tool_calls() {
-    let hook_tools = support::hook_tools_bin();
     let plugins = support::root().join("target/plugins");
     assert!(
         plugins.join("leader-elected.wasm").exists(),
@@ -1177,16 +1166,8 @@ async fn the_real_leader_elected_plugin_makes_at_most_15_hook_tool_calls() {
         let other_world = dir.path().join("rest.yaml");
         std::fs::write(&juju_world, &fresh).unwrap();
         std::fs::write(&other_world, &fresh).unwrap();
-        let out = Command::new(host)
-            .args(["juju-standin", "--world"])
-            .arg(&juju_world)
-            .args(["--unit", U0, "--socket"])
-            .arg(dir.path().join("agent.socket"))
-            .arg("--tools-dir")
-            .arg(dir.path().join("tools"))
-            .arg("--hook-tools")
-            .arg(&hook_tools)
-            .args(["--", host, "dispatch", "--juju", "hook-tools", "--world"])
+        let out = support::juju_standin(&juju_world, U0, dir.path())
+            .args([host, "dispatch", "--juju", "hook-tools", "--world"])
             .arg(&other_world)
             .args(["--event", "leader-elected", "--plugins"])
             .arg(&plugins)
@@ -1201,16 +1182,7 @@ async fn the_real_leader_elected_plugin_makes_at_most_15_hook_tool_calls() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "{round}: {text}");
-        let calls: usize = text
-            .lines()
-            .find_map(|l| {
-                l.split("charm-host juju-standin: ")
-                    .nth(1)?
-                    .split(" hook-tool call(s)")
-                    .next()?
-                    .parse()
-                    .ok()
-            })
+        let calls = support::standin_call_tally(&text)
             .unwrap_or_else(|| panic!("no call tally in: {text}"));
         assert!(calls <= 15, "{round}: {calls} hook-tool calls: {text}");
         tallies.push(calls);

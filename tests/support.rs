@@ -76,3 +76,38 @@ pub fn hook_tools_bin() -> PathBuf {
         })
         .clone()
 }
+
+/// `charm-host juju-standin --world <world> --unit <unit> --socket <dir>/agent.socket
+/// --tools-dir <dir>/tools --hook-tools <the client> --`: the hook-tool stand-in as Juju's
+/// agent for one hook, whose command the caller appends.
+pub fn juju_standin(world: &Path, unit: &str, dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_charm-host"));
+    standin_args(&mut cmd, world, unit, dir);
+    cmd
+}
+
+/// The stand-in's arguments (from `juju-standin` to `--`) appended to `cmd`, for a stand-in
+/// started through a wrapper.
+pub fn standin_args(cmd: &mut std::process::Command, world: &Path, unit: &str, dir: &Path) {
+    cmd.args(["juju-standin", "--world"])
+        .arg(world)
+        .args(["--unit", unit, "--socket"])
+        .arg(dir.join("agent.socket"))
+        .arg("--tools-dir")
+        .arg(dir.join("tools"))
+        .arg("--hook-tools")
+        .arg(hook_tools_bin())
+        .arg("--");
+}
+
+/// The number of hook-tool calls the stand-in reports at the end of a hook.
+pub fn standin_call_tally(output: &str) -> Option<usize> {
+    output.lines().find_map(|l| {
+        l.split("charm-host juju-standin: ")
+            .nth(1)?
+            .split(" hook-tool call(s)")
+            .next()?
+            .parse()
+            .ok()
+    })
+}
