@@ -15,7 +15,11 @@
 //!   changes, the state ONE `state-set` (plus one `state-delete` per removed key: Juju has no
 //!   batch delete; a key Juju never stored is not deleted), each secret ONE
 //!   `secret-set` with its final content, and ports one `opened-ports` plus the
-//!   differences. Reads see this dispatch's pending writes.
+//!   differences. Reads see this dispatch's pending writes;
+//! - **starts the likely reads ahead**: the reads the previous dispatch of the same hook made
+//!   ([`ReadPlan`]) start together when the dispatch begins ([`ToolRunner::prefetch`]), and
+//!   the plugin's identical call takes the answer;
+//! - **flushes concurrently**: the buffered writes run together at commit.
 //!
 //! Buffering changes no semantics: Juju itself applies relation, state, secret and port
 //! writes only when the hook exits 0. If a flush fails, [`Juju::commit`] fails, the
