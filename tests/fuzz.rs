@@ -321,11 +321,27 @@ fn model_fuzzing_does_not_inject_kubernetes_403s_as_transient_faults() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success()
             && stdout.contains("fuzz: 1 executions,")
             && stdout.trim_end().ends_with(" 0 failures"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{stdout}{stderr}"
     );
+    // The story's runs of the two charted hooks count toward their flowcharts' nodes: a
+    // deployment elects a leader and starts every unit's workload.
+    for (hook, total) in [("leader-elected", 15), ("postgresql-pebble-ready", 21)] {
+        let reached: usize = stderr
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("fuzz --model: {hook} flowchart nodes reached "))?
+                    .split_once('/')
+                    .filter(|(_, rest)| rest.starts_with(&total.to_string()))?
+                    .0
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {hook} coverage line: {stderr}"));
+        assert!(reached >= 5, "{hook}: {reached}/{total}: {stderr}");
+    }
 }

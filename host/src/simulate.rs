@@ -61,6 +61,10 @@ pub struct SimConfig {
     /// deployment must converge once they stop.
     pub faults: Vec<crate::world::Fault>,
     pub fault_window_ms: u64,
+    /// Work out which flowchart nodes each dispatch of a charted hook reached
+    /// ([`SimReport::flowchart_nodes`]): traces on, and a copy of the state before each
+    /// dispatch, so it costs time; `fuzz --model` turns it on.
+    pub coverage: bool,
 }
 
 impl Default for SimConfig {
@@ -74,6 +78,7 @@ impl Default for SimConfig {
             max_dispatches: 5000,
             faults: Vec::new(),
             fault_window_ms: 0,
+            coverage: false,
         }
     }
 }
@@ -124,6 +129,8 @@ pub struct SimReport {
     /// Units that did not converge, with why.
     pub not_converged: Vec<String>,
     pub violations: Vec<String>,
+    /// With [`SimConfig::coverage`]: per charted hook, the flowchart nodes its runs reached.
+    pub flowchart_nodes: BTreeMap<String, BTreeSet<&'static str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +161,7 @@ pub struct Simulator<'a> {
     next_unit: u32,
     faults_until_ms: u64,
     faults_cleared: bool,
+    flowchart_nodes: BTreeMap<String, BTreeSet<&'static str>>,
 }
 
 fn peer_event(
@@ -247,11 +255,66 @@ impl<'a> Simulator<'a> {
             next_unit: 0,
             faults_until_ms,
             faults_cleared: false,
+            flowchart_nodes: BTreeMap::new(),
         }
     }
 
     fn now(&self) -> u64 {
         self.world.now_ms()
+    }
+
+    /// The flowchart nodes each charted run of one dispatch reached. A dispatch's runs share
+    /// one before/after pair and the statuses set during the dispatch, so a run re-emitted
+    /// beside another charted one is judged on the whole dispatch: coverage here is a guide to
+    /// what the stories exercise, not a proof per run.
+    fn record_coverage(
+        &mut self,
+        unit: &str,
+        before: &WorldState,
+        history_before: usize,
+        result: &Result<crate::dispatch::DispatchReport, crate::dispatch::DispatchError>,
+    ) {
+        use crate::fuzz::coverage::{End, Observation, flowchart, reached};
+        let runs = match result {
+            Ok(r) => &r.runs,
+            Err(e) => &e.runs,
+        };
+        if !runs.iter().any(|r| flowchart(&r.event.name).is_some()) {
+            return;
+        }
+        let after = self.world.state();
+        let statuses: Vec<_> = after
+            .units
+            .get(unit)
+            .map(|u| {
+                u.status_history
+                    .iter()
+                    .skip(history_before)
+                    .map(|(_, s)| s.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for run in runs {
+            if flowchart(&run.event.name).is_none() {
+                continue;
+            }
+            let o = Observation {
+                trace: &run.report.trace,
+                end: match &run.report.result {
+                    Ok(Outcome::Done) => End::Done,
+                    Ok(Outcome::Defer) => End::Defer,
+                    Err(_) => End::Failed,
+                },
+                statuses: &statuses,
+                before,
+                after: &after,
+                unit,
+            };
+            self.flowchart_nodes
+                .entry(run.event.name.clone())
+                .or_default()
+                .extend(reached(&run.event.name, &o));
+        }
     }
 
     fn happen(&mut self, what: String) {
@@ -621,10 +684,15 @@ impl<'a> Simulator<'a> {
         let history_before = self
             .world
             .read(|s| s.units.get(&unit).map_or(0, |u| u.status_history.len()));
-        let dispatcher = Dispatcher::new(self.runtime, &self.plugins_dir);
+        let mut dispatcher = Dispatcher::new(self.runtime, &self.plugins_dir);
+        dispatcher.trace = self.cfg.coverage;
+        let before = self.cfg.coverage.then(|| self.world.state());
         let (caps, session) = self.world.capabilities(&unit);
         let result = dispatcher.dispatch(&caps, event.clone()).await;
         self.dispatches += 1;
+        if let Some(before) = before {
+            self.record_coverage(&unit, &before, history_before, &result);
+        }
         let (outcome, reemitted) = match &result {
             Ok(r) => {
                 let re: Vec<String> = r
@@ -1015,6 +1083,7 @@ impl<'a> Simulator<'a> {
             happenings: self.happenings,
             units,
             violations: self.violations,
+            flowchart_nodes: self.flowchart_nodes,
         }
     }
 

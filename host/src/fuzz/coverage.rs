@@ -476,7 +476,13 @@ impl Coverage {
     }
 
     pub fn record_observation(&mut self, o: &Observation) {
-        for id in reached(&self.plugin, o) {
+        let ids = reached(&self.plugin, o);
+        self.record_nodes(ids);
+    }
+
+    /// Record nodes known reached by id (ids not in the chart are ignored).
+    pub fn record_nodes<'i>(&mut self, ids: impl IntoIterator<Item = &'i str>) {
+        for id in ids {
             if let Some(i) = self.chart.iter().position(|n| n.id == id)
                 && !self.hit[i]
             {
@@ -484,6 +490,10 @@ impl Coverage {
                 self.count += 1;
             }
         }
+    }
+
+    pub fn plugin(&self) -> &str {
+        &self.plugin
     }
 
     pub fn reached(&self) -> usize {

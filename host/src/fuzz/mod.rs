@@ -244,6 +244,17 @@ pub async fn run_model(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<Fu
     let mut executions = 0u64;
     let mut failures = Vec::new();
     let mut behaviours = std::collections::BTreeSet::new();
+    let mut charts: Vec<coverage::Coverage> = ["leader-elected", "postgresql-pebble-ready"]
+        .into_iter()
+        .filter_map(coverage::Coverage::new)
+        .collect();
+    let nodes = |charts: &[coverage::Coverage]| {
+        charts
+            .iter()
+            .map(|c| format!("{} {}/{}", c.plugin(), c.reached(), c.total()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let deadline = cfg.duration.map(|d| started + d);
     let stories = [
         Story::Deploy,
@@ -282,11 +293,17 @@ pub async fn run_model(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<Fu
             story,
             faults: faults.clone(),
             fault_window_ms: 15 * 60 * 1000,
+            coverage: true,
             ..SimConfig::default()
         };
         let report = Simulator::new(runtime, &cfg.plugins_dir, sim).run().await;
         executions += 1;
         behaviours.insert(format!("{story:?}"));
+        for (plugin, nodes) in &report.flowchart_nodes {
+            if let Some(c) = charts.iter_mut().find(|c| c.plugin() == plugin) {
+                c.record_nodes(nodes.iter().copied());
+            }
+        }
         if !report.converged {
             let why = report
                 .violations
@@ -322,12 +339,35 @@ pub async fn run_model(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<Fu
             && last.elapsed() >= every
         {
             last = Instant::now();
+            let rate = executions as f64 / started.elapsed().as_secs_f64();
             eprintln!(
-                "fuzz --model: {executions} stories, {} failures, {} stories reached",
-                failures.len(),
-                behaviours.len()
+                "fuzz --model: {executions} stories, {rate:.1} per second, {} of 5 kinds, flowchart nodes {}, {} failures",
+                behaviours.len(),
+                nodes(&charts),
+                failures.len()
             );
         }
+    }
+    for c in &charts {
+        let unreached = c.unreached();
+        eprintln!(
+            "fuzz --model: {} flowchart nodes reached {}/{}{}",
+            c.plugin(),
+            c.reached(),
+            c.total(),
+            if unreached.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; unreached: {}",
+                    unreached
+                        .iter()
+                        .map(|n| format!("{} ({})", n.id, n.label))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
     }
     let per_second = executions as f64 / started.elapsed().as_secs_f64().max(1e-9);
     Ok(FuzzSummary {
