@@ -11,6 +11,10 @@ use charm_host::dispatch::{Dispatcher, event_from_env};
 use charm_host::runtime::{Limits, Runtime, RuntimeConfig};
 use charm_host::world::World;
 
+/// See the `mimalloc` dependency in Cargo.toml.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "charm-host",
@@ -20,9 +24,9 @@ use charm_host::world::World;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log filter (tracing EnvFilter syntax); also RUST_LOG.
-    #[arg(long, global = true, env = "CHARM_HOST_LOG", default_value = "info")]
-    log: String,
+    /// Log filter (tracing EnvFilter syntax); also RUST_LOG. Default: info (fuzz: warn).
+    #[arg(long, global = true, env = "CHARM_HOST_LOG")]
+    log: Option<String>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -209,8 +213,15 @@ enum JujuSource {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    // Fuzzing runs thousands of executions a second: the plugins' info lines are in each
+    // execution's trace, and printing them all cost more than the checks.
+    let default_log = match cli.command {
+        Command::Fuzz { .. } => "warn",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(cli.log.as_deref().unwrap_or(default_log))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

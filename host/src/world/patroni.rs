@@ -20,18 +20,28 @@ pub(crate) fn scope(state: &WorldState) -> String {
 
 use super::unit_of_pod;
 
-/// Whether the pod is a Patroni member right now.
-fn eligible(state: &WorldState, pod: &str) -> bool {
-    let scope = scope(state);
-    let Some(p) = state.kubernetes.pods.get(pod) else {
-        return false;
-    };
-    let labelled = p.labels.get("application").map(String::as_str) == Some("patroni")
-        && p.labels.get("cluster-name") == Some(&scope);
-    let running = state.units.get(&unit_of_pod(pod)).is_some_and(|u| {
-        u.pebble.reachable && u.pebble.running.get("postgresql") == Some(&ServiceRun::Active)
-    });
-    labelled && running
+/// Whether the pod is a Patroni member right now. Takes the parts it reads (not the whole
+/// state) so that `tick` can walk the pods while it updates the members.
+fn eligible(
+    pod: &super::PodState,
+    pod_name: &str,
+    units: &std::collections::BTreeMap<String, super::UnitState>,
+    scope: &str,
+) -> bool {
+    let labelled = pod.labels.get("application").map(String::as_str) == Some("patroni")
+        && pod.labels.get("cluster-name").map(String::as_str) == Some(scope);
+    labelled
+        && units.get(&unit_of_pod(pod_name)).is_some_and(|u| {
+            u.pebble.reachable && u.pebble.running.get("postgresql") == Some(&ServiceRun::Active)
+        })
+}
+
+/// Set a string field only when it changes: `tick` runs on every capability call and would
+/// otherwise reallocate every member's role each time.
+fn set(field: &mut String, value: &str) {
+    if field != value {
+        *field = value.into();
+    }
 }
 
 fn is_up(m: &MemberState) -> bool {
@@ -41,10 +51,10 @@ fn is_up(m: &MemberState) -> bool {
 /// Move the model forward to `state.now_ms`.
 pub(crate) fn tick(state: &mut WorldState) {
     let now = state.now_ms;
-    let pods: Vec<String> = state.kubernetes.pods.keys().cloned().collect();
+    let scope = scope(state);
     // Members come and go with their pods' labels and services.
-    for pod in &pods {
-        let ok = eligible(state, pod);
+    for (pod, pod_state) in &state.kubernetes.pods {
+        let ok = eligible(pod_state, pod, &state.units, &scope);
         let p = &mut state.patroni;
         match (ok, p.members.get_mut(pod)) {
             (true, None) => {
@@ -180,16 +190,16 @@ pub(crate) fn tick(state: &mut WorldState) {
             }
             continue;
         }
-        m.role = if sync_mode && assigned < sync_n {
+        let role = if sync_mode && assigned < sync_n {
             assigned += 1;
-            "sync_standby".into()
+            "sync_standby"
         } else {
-            "replica".into()
+            "replica"
         };
+        set(&mut m.role, role);
     }
 
     // What Patroni writes to Kubernetes: pod role labels and the DCS objects.
-    let scope = scope(state);
     let leader = state
         .patroni
         .members
@@ -206,27 +216,34 @@ pub(crate) fn tick(state: &mut WorldState) {
                 None
             };
             match role {
-                Some(r) => pod.labels.insert("role".into(), r.into()),
-                None => pod.labels.remove("role"),
-            };
+                Some(r) if pod.labels.get("role").map(String::as_str) != Some(r) => {
+                    pod.labels.insert("role".into(), r.into());
+                }
+                Some(_) => {}
+                None => {
+                    pod.labels.remove("role");
+                }
+            }
         }
     }
     if state.patroni.initialized {
-        let labels: super::Bag = [
-            ("application".to_string(), "patroni".to_string()),
-            ("cluster-name".to_string(), scope.clone()),
-        ]
-        .into();
         for suffix in ["", "-config", "-sync"] {
             let name = format!("{scope}{suffix}");
-            state
-                .kubernetes
-                .endpoints
-                .entry(name)
-                .or_insert_with(|| EndpointsState {
-                    labels: labels.clone(),
+            if state.kubernetes.endpoints.contains_key(&name) {
+                continue;
+            }
+            let labels: super::Bag = [
+                ("application".to_string(), "patroni".to_string()),
+                ("cluster-name".to_string(), scope.clone()),
+            ]
+            .into();
+            state.kubernetes.endpoints.insert(
+                name,
+                EndpointsState {
+                    labels,
                     ..Default::default()
-                });
+                },
+            );
         }
         if let Some(l) = &leader {
             let ep = state.kubernetes.endpoints.get_mut(&scope).unwrap();

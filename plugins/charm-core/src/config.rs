@@ -500,9 +500,17 @@ impl CharmConfig {
     /// A later pair for the same name wins.
     pub fn from_pairs(pairs: &[(String, Value)]) -> Result<CharmConfig, ConfigError> {
         let mut raw: Vec<Option<Value>> = OPTIONS.iter().map(|o| o.default.into()).collect();
+        // `config-get` lists options in name order, as OPTIONS is: try the slot after the
+        // previous match before searching (string compares are slow in wasm).
+        let mut next = 0;
         for (name, value) in pairs {
-            if let Ok(i) = OPTIONS.binary_search_by(|o| o.name.cmp(name.as_str())) {
+            let found = match OPTIONS.get(next) {
+                Some(o) if o.name == name.as_str() => Some(next),
+                _ => OPTIONS.binary_search_by(|o| o.name.cmp(name.as_str())).ok(),
+            };
+            if let Some(i) = found {
                 raw[i] = Some(value.clone());
+                next = i + 1;
             }
         }
         let mut errors = Vec::new();

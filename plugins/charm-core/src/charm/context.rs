@@ -10,6 +10,7 @@
 //! - the peer secrets likewise (module [`super::secrets`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use super::patroni::Snapshot;
 use super::{HookError, HookResult};
@@ -47,7 +48,9 @@ pub struct Ctx {
     unit_bag: Option<BagCache>,
     pub(crate) app_secret: Option<SecretCache>,
     pub(crate) unit_secret: Option<SecretCache>,
-    config: Option<Result<CharmConfig, ConfigError>>,
+    /// Shared, not cloned per use: the config has over 100 options, and `update_config` reads
+    /// it several times per hook.
+    config: Option<Result<Rc<CharmConfig>, ConfigError>>,
     planned_units: Option<u32>,
     status: Option<Status>,
     upgrade_idle: Option<bool>,
@@ -297,7 +300,7 @@ impl Ctx {
     /// The typed config (`config-get` validated like the pydantic model). A validation error is
     /// the inner `Err`, for the caller to turn into Blocked or a hook failure; a failing
     /// `config-get` is a hook failure.
-    pub fn config(&mut self) -> HookResult<Result<CharmConfig, ConfigError>> {
+    pub fn config(&mut self) -> HookResult<Result<Rc<CharmConfig>, ConfigError>> {
         if self.config.is_none() {
             let pairs: Vec<(String, Value)> = juju::config()?
                 .into_iter()
@@ -311,14 +314,14 @@ impl Ctx {
                     (nv.name, v)
                 })
                 .collect();
-            self.config = Some(CharmConfig::from_pairs(&pairs));
+            self.config = Some(CharmConfig::from_pairs(&pairs).map(Rc::new));
         }
         Ok(self.config.clone().unwrap())
     }
 
     /// The typed config, or a hook failure (upstream: a pydantic ValidationError outside
     /// config-changed and peer-changed is uncaught, spec 13.8).
-    pub fn config_or_fail(&mut self) -> HookResult<CharmConfig> {
+    pub fn config_or_fail(&mut self) -> HookResult<Rc<CharmConfig>> {
         self.config()?
             .map_err(|e| HookError(format!("invalid configuration: {e}")))
     }
