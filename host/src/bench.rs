@@ -270,7 +270,7 @@ fn through_hook_tools(
     let hook_tools = cfg.exe.with_file_name("hook-tools");
     if !hook_tools.exists() {
         anyhow::bail!(
-            "{} is missing: build the workspace (cargo build --release)",
+            "{} is missing: build it with `cargo xtask build --release`",
             hook_tools.display()
         );
     }
