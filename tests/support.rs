@@ -99,15 +99,3 @@ pub fn standin_args(cmd: &mut std::process::Command, world: &Path, unit: &str, d
         .arg(hook_tools_bin())
         .arg("--");
 }
-
-/// The number of hook-tool calls the stand-in reports at the end of a hook.
-pub fn standin_call_tally(output: &str) -> Option<usize> {
-    output.lines().find_map(|l| {
-        l.split("charm-host juju-standin: ")
-            .nth(1)?
-            .split(" hook-tool call(s)")
-            .next()?
-            .parse()
-            .ok()
-    })
-}

@@ -303,17 +303,7 @@ fn through_hook_tools(
         if !ok {
             anyhow::bail!("dispatch of {plugin} under the stand-in failed: {err}");
         }
-        calls = err
-            .lines()
-            .find_map(|l| {
-                l.split("charm-host juju-standin: ")
-                    .nth(1)?
-                    .split(" hook-tool call(s)")
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0);
+        calls = crate::juju_standin::parse_call_tally(&err).unwrap_or(0);
         Ok(d)
     };
     once()?;

@@ -847,19 +847,7 @@ async fn juju_standin(
         .map_err(|e| anyhow::anyhow!("cannot run {:?}: {e}", command[0]))?;
     // What the hook cost in agent round trips (each is a process and an API call in Juju).
     let calls = agent.calls();
-    let mut tally: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for c in &calls {
-        *tally.entry(c.command.as_str()).or_default() += 1;
-    }
-    let tally: Vec<String> = tally
-        .iter()
-        .map(|(tool, n)| format!("{tool} x{n}"))
-        .collect();
-    eprintln!(
-        "charm-host juju-standin: {} hook-tool call(s): {}",
-        calls.len(),
-        tally.join(", ")
-    );
+    eprintln!("{}", juju_standin::call_tally_line(&calls));
     if status.success() {
         let changed = agent.commit(&context_id).await?;
         eprintln!(

@@ -496,6 +496,25 @@ impl Coverage {
         &self.plugin
     }
 
+    /// `<plugin> flowchart nodes reached N/M[; unreached: id (label), ...]`.
+    pub fn summary(&self) -> String {
+        let unreached = self.unreached();
+        let mut line = format!(
+            "{} flowchart nodes reached {}/{}",
+            self.plugin,
+            self.reached(),
+            self.total()
+        );
+        if !unreached.is_empty() {
+            let names: Vec<String> = unreached
+                .iter()
+                .map(|n| format!("{} ({})", n.id, n.label))
+                .collect();
+            line.push_str(&format!("; unreached: {}", names.join(", ")));
+        }
+        line
+    }
+
     pub fn reached(&self) -> usize {
         self.count
     }

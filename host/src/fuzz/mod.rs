@@ -349,25 +349,7 @@ pub async fn run_model(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<Fu
         }
     }
     for c in &charts {
-        let unreached = c.unreached();
-        eprintln!(
-            "fuzz --model: {} flowchart nodes reached {}/{}{}",
-            c.plugin(),
-            c.reached(),
-            c.total(),
-            if unreached.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; unreached: {}",
-                    unreached
-                        .iter()
-                        .map(|n| format!("{} ({})", n.id, n.label))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-        );
+        eprintln!("fuzz --model: {}", c.summary());
     }
     let per_second = executions as f64 / started.elapsed().as_secs_f64().max(1e-9);
     Ok(FuzzSummary {
@@ -461,24 +443,7 @@ pub async fn run(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<FuzzSumm
     let per_second = executions as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let flowchart = coverage.map(|c| {
         let unreached: Vec<String> = c.unreached().iter().map(|n| n.id.to_string()).collect();
-        eprintln!(
-            "fuzz: {} flowchart nodes reached {}/{}{}",
-            cfg.plugin,
-            c.reached(),
-            c.total(),
-            if unreached.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; unreached: {}",
-                    c.unreached()
-                        .iter()
-                        .map(|n| format!("{} ({})", n.id, n.label))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-        );
+        eprintln!("fuzz: {}", c.summary());
         (c.reached(), c.total(), unreached)
     });
     Ok(FuzzSummary {

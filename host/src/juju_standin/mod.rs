@@ -307,3 +307,32 @@ pub fn install_tools(hook_tools: &Path, dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The line the stand-in prints after a hook it ran: how many hook-tool calls, and of which.
+pub fn call_tally_line(calls: &[RecordedCall]) -> String {
+    let mut by_tool: std::collections::BTreeMap<&str, usize> = Default::default();
+    for c in calls {
+        *by_tool.entry(c.command.as_str()).or_default() += 1;
+    }
+    let by_tool: Vec<String> = by_tool
+        .iter()
+        .map(|(tool, n)| format!("{tool} x{n}"))
+        .collect();
+    format!(
+        "charm-host juju-standin: {} hook-tool call(s): {}",
+        calls.len(),
+        by_tool.join(", ")
+    )
+}
+
+/// The number of calls in a [`call_tally_line`] found in `output`.
+pub fn parse_call_tally(output: &str) -> Option<usize> {
+    output.lines().find_map(|l| {
+        l.split("charm-host juju-standin: ")
+            .nth(1)?
+            .split(" hook-tool call(s)")
+            .next()?
+            .parse()
+            .ok()
+    })
+}
