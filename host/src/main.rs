@@ -644,7 +644,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             // and overlap everything below (see backends::juju::ReadPlan).
             let hook_tools = match (&world, juju) {
                 (None, _) | (Some(_), JujuSource::HookTools) => {
-                    let juju = std::sync::Arc::new(HookToolsJuju::from_env()?);
+                    let juju = HookToolsJuju::from_env().map_err(|e| {
+                        if world.is_none() {
+                            e.context("the production backends need Juju's hook environment (or give --world)")
+                        } else {
+                            e
+                        }
+                    })?;
+                    let juju = std::sync::Arc::new(juju);
                     let plan = common.cache_dir().map(|d| ReadPlan::new(&d, &event.name));
                     if let Some(p) = &plan {
                         juju.runner().prefetch(&p.load());
