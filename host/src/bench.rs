@@ -381,7 +381,8 @@ fn through_running_agent(
         let context = format!("bench-{}-{n}", std::process::id());
         std::fs::write(&rest_world, state)?;
         if !read_plan {
-            let _ = std::fs::remove_dir_all(cache.join("hook-tool-reads"));
+            let plan = crate::backends::juju::ReadPlan::new(cache, plugin);
+            let _ = std::fs::remove_file(plan.path());
         }
         let (d, ok, err, _) = measured(
             std::process::Command::new(&cfg.exe)

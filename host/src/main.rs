@@ -732,11 +732,7 @@ fn report_dispatch(
     trace: bool,
     status: Option<String>,
 ) -> ExitCode {
-    let runs = match &result {
-        Ok(r) => &r.runs,
-        Err(e) => &e.runs,
-    };
-    for run in runs {
+    for run in charm_host::dispatch::runs_of(&result) {
         let outcome = match &run.report.result {
             Ok(o) => format!("{o:?}").to_lowercase(),
             Err(f) => format!("failed ({})", f.cause()),

@@ -164,11 +164,10 @@ impl ScenarioOutput {
 
     /// Every capability call of every run, in order.
     pub fn trace(&self) -> Vec<&TraceEntry> {
-        let runs = match &self.result {
-            Ok(r) => &r.runs,
-            Err(e) => &e.runs,
-        };
-        runs.iter().flat_map(|r| r.report.trace.iter()).collect()
+        crate::dispatch::runs_of(&self.result)
+            .iter()
+            .flat_map(|r| r.report.trace.iter())
+            .collect()
     }
 
     /// The calls to one function, `family.call` (e.g. `kubernetes.patch-pod-labels`).
@@ -239,12 +238,7 @@ pub async fn run(
     // The last handles on the world: the output state is moved out, not copied.
     drop((caps, session));
     let output = world.into_state();
-    let statuses = output.units[&unit]
-        .status_history
-        .iter()
-        .skip(before)
-        .map(|(_, s)| s.clone())
-        .collect();
+    let statuses = output.units[&unit].statuses_since(before);
     Ok(ScenarioOutput {
         unit,
         event,

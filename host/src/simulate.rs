@@ -275,24 +275,16 @@ impl<'a> Simulator<'a> {
         result: &Result<crate::dispatch::DispatchReport, crate::dispatch::DispatchError>,
     ) {
         use crate::fuzz::coverage::{End, Observation, flowchart, reached};
-        let runs = match result {
-            Ok(r) => &r.runs,
-            Err(e) => &e.runs,
-        };
+        let runs = crate::dispatch::runs_of(result);
         if !runs.iter().any(|r| flowchart(&r.event.name).is_some()) {
             return;
         }
         let after = self.world.state();
-        let statuses: Vec<_> = after
+        // The unit may have left the model in this dispatch.
+        let statuses = after
             .units
             .get(unit)
-            .map(|u| {
-                u.status_history
-                    .iter()
-                    .skip(history_before)
-                    .map(|(_, s)| s.clone())
-                    .collect()
-            })
+            .map(|u| u.statuses_since(history_before))
             .unwrap_or_default();
         for run in runs {
             if flowchart(&run.event.name).is_none() {
@@ -300,11 +292,7 @@ impl<'a> Simulator<'a> {
             }
             let o = Observation {
                 trace: &run.report.trace,
-                end: match &run.report.result {
-                    Ok(Outcome::Done) => End::Done,
-                    Ok(Outcome::Defer) => End::Defer,
-                    Err(_) => End::Failed,
-                },
+                end: End::of(&run.report.result),
                 statuses: &statuses,
                 before,
                 after: &after,

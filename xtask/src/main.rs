@@ -89,19 +89,27 @@ fn build(release: bool) -> Result<()> {
         host.arg("--release");
     }
     run(&mut host)?;
-    // The hook-tool client of the Juju stand-in, statically linked as Juju's own `jujuc` (a
-    // Go binary) is: every hook-tool call starts one, and a dynamically linked client spent
-    // about 0.7 ms more CPU per call in the loader, which the dispatch benchmark would count
-    // against the host. `cargo rustc` gives the flag to this binary's link alone.
-    let mut tools = cargo();
-    tools
-        .current_dir(&root)
-        .args(["rustc", "--package", "hook-tools", "--bin", "hook-tools"]);
-    if release {
-        tools.arg("--release");
+    if !release {
+        // Debug tests build their own client (tests/support.rs); a static one here would be
+        // rebuilt dynamically by the next `cargo test`.
+        return Ok(());
     }
-    tools.args(["--", "-C", "target-feature=+crt-static"]);
-    run(&mut tools)
+    // The hook-tool client of the Juju stand-in for `charm-host bench`, statically linked as
+    // Juju's own `jujuc` (a Go binary) is: every hook-tool call starts one, and a dynamically
+    // linked client spent about 0.7 ms more CPU per call in the loader, which the dispatch
+    // benchmark would count against the host. `cargo rustc` gives the flag to this binary's
+    // link alone.
+    run(cargo().current_dir(&root).args([
+        "rustc",
+        "--release",
+        "--package",
+        "hook-tools",
+        "--bin",
+        "hook-tools",
+        "--",
+        "-C",
+        "target-feature=+crt-static",
+    ]))
 }
 
 /// Build every guest crate and copy the components to their stable names.

@@ -37,6 +37,14 @@ pub struct DispatchError {
     pub runs: Vec<EventRun>,
 }
 
+/// The runs a dispatch made, whether it succeeded or failed.
+pub fn runs_of(result: &Result<DispatchReport, DispatchError>) -> &[EventRun] {
+    match result {
+        Ok(r) => &r.runs,
+        Err(e) => &e.runs,
+    }
+}
+
 /// One plugin run within a dispatch.
 #[derive(Debug, Clone)]
 pub struct EventRun {

@@ -127,6 +127,16 @@ pub enum End {
     Failed,
 }
 
+impl End {
+    pub fn of(result: &Result<Outcome, crate::runtime::Failure>) -> Self {
+        match result {
+            Ok(Outcome::Done) => End::Done,
+            Ok(Outcome::Defer) => End::Defer,
+            Err(_) => End::Failed,
+        }
+    }
+}
+
 /// What the host saw of one execution of a hook.
 pub struct Observation<'a> {
     pub trace: &'a [TraceEntry],
@@ -140,18 +150,13 @@ pub struct Observation<'a> {
 impl<'a> Observation<'a> {
     /// The hook's own run of a scenario (deferred events re-run first are left out).
     pub fn of(out: &'a ScenarioOutput) -> Option<Self> {
-        let runs = match &out.result {
-            Ok(r) => &r.runs,
-            Err(e) => &e.runs,
-        };
-        let run = runs.iter().rev().find(|r| !r.event.deferred)?;
+        let run = crate::dispatch::runs_of(&out.result)
+            .iter()
+            .rev()
+            .find(|r| !r.event.deferred)?;
         Some(Observation {
             trace: &run.report.trace,
-            end: match &run.report.result {
-                Ok(Outcome::Done) => End::Done,
-                Ok(Outcome::Defer) => End::Defer,
-                Err(_) => End::Failed,
-            },
+            end: End::of(&run.report.result),
             statuses: &out.statuses,
             before: &out.input,
             after: &out.output,

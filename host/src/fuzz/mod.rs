@@ -90,11 +90,7 @@ fn app_passwords(s: &WorldState) -> crate::world::Bag {
 
 /// The first invariant the run broke, if any.
 pub fn violation(out: &ScenarioOutput) -> Option<String> {
-    let runs = match &out.result {
-        Ok(r) => &r.runs,
-        Err(e) => &e.runs,
-    };
-    for run in runs {
+    for run in crate::dispatch::runs_of(&out.result) {
         if let Err(f) = &run.report.result
             && !matches!(f, Failure::Plugin { .. })
         {

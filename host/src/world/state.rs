@@ -136,6 +136,17 @@ pub struct UnitState {
     pub dying: bool,
 }
 
+impl UnitState {
+    /// The statuses set after the first `n` of the history, oldest first.
+    pub fn statuses_since(&self, n: usize) -> Vec<StatusState> {
+        self.status_history
+            .iter()
+            .skip(n)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PortState {
     pub protocol: String,
