@@ -479,25 +479,93 @@ fn the_compiled_code_cache_rejects_a_tampered_entry_and_rebuilds_it() {
         fresh().load(dir.path(), "hostile").unwrap().cache,
         CacheOutcome::Hit
     );
-    let entry = std::fs::read_dir(cache.path())
+    let file = |ext: &str| {
+        let found: Vec<_> = std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect();
+        assert_eq!(found.len(), 1, "one .{ext} file: {found:?}");
+        found[0].clone()
+    };
+    let flip_middle = |path: &std::path::Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(path, &bytes).unwrap();
+    };
+    // The compiled code, its checksum, or the checksum gone: each is rebuilt, never loaded.
+    let tamperings: [(&str, &dyn Fn()); 3] = [
+        ("compiled code", &|| flip_middle(&file("cwasm"))),
+        ("checksum", &|| flip_middle(&file("sum"))),
+        ("checksum removed", &|| {
+            std::fs::remove_file(file("sum")).unwrap()
+        }),
+    ];
+    for (what, tamper) in tamperings {
+        tamper();
+        assert_eq!(
+            fresh().load(dir.path(), "hostile").unwrap().cache,
+            CacheOutcome::Rebuilt,
+            "{what}"
+        );
+        assert_eq!(
+            fresh().load(dir.path(), "hostile").unwrap().cache,
+            CacheOutcome::Hit,
+            "{what}: the rebuilt entry is good"
+        );
+    }
+    // Nothing else is left in the cache (no temporary files).
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 2);
+}
+
+/// A fresh process (every dispatch) finds a plugin's digest in the cache's record of that
+/// file instead of reading and hashing it; any change to the file makes the record miss.
+#[test]
+fn a_fresh_runtime_takes_the_digest_of_an_unchanged_plugin_file_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = plugins_dir(&[("install", "hostile"), ("other", "recorder")]);
+    let fresh = || {
+        Runtime::new(RuntimeConfig {
+            limits: tight(),
+            cache_dir: Some(cache.path().into()),
+            ..Default::default()
+        })
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let mut bytes = std::fs::read(&entry).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&entry, &bytes).unwrap();
-    assert_eq!(
-        fresh().load(dir.path(), "hostile").unwrap().cache,
-        CacheOutcome::Rebuilt
+    };
+    // Settled files only: their mtime is old enough that a rewrite would change it.
+    let age = |hook: &str| {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(format!("{hook}.wasm")))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+    };
+    age("install");
+    age("other");
+    let install = fresh().load(dir.path(), "install").unwrap();
+    let other = fresh().load(dir.path(), "other").unwrap();
+    assert_ne!(install.digest, other.digest);
+    let record = cache.path().join("plugin-ids/install.id");
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        text.ends_with(&format!(" {}\n", hex::encode(install.digest))),
+        "{text}"
     );
-    assert_eq!(
-        fresh().load(dir.path(), "hostile").unwrap().cache,
-        CacheOutcome::Hit,
-        "the rebuilt entry is good"
-    );
+    // The record is what a fresh runtime goes by: pointed at the other plugin's digest, it
+    // loads the other plugin's compiled code without looking at the file's bytes.
+    let forged = text.replace(&hex::encode(install.digest), &hex::encode(other.digest));
+    std::fs::write(&record, forged).unwrap();
+    let by_record = fresh().load(dir.path(), "install").unwrap();
+    assert_eq!(by_record.digest, other.digest);
+    assert_eq!(by_record.cache, CacheOutcome::Hit);
+    // Touching the file (here: its mtime, which also moves its ctime) changes its identity:
+    // the record no longer applies and the file is read and hashed again.
+    age("install");
+    let reread = fresh().load(dir.path(), "install").unwrap();
+    assert_eq!(reread.digest, install.digest);
+    assert_eq!(reread.cache, CacheOutcome::Hit);
 }
 
 #[test]

@@ -55,9 +55,18 @@ pub struct BenchConfig {
     pub states_dir: PathBuf,
     pub plugins: Vec<String>,
     pub iterations: usize,
-    /// The `charm-host` binary, for whole-process figures.
+    /// The `charm-host` binary that runs the stand-in agent (and whose directory holds the
+    /// `hook-tools` client).
     pub exe: PathBuf,
+    /// The binary whose `dispatch` is timed; `None`: `exe`.
+    pub dispatch_exe: Option<PathBuf>,
     pub sim_units: Vec<u32>,
+}
+
+impl BenchConfig {
+    fn dispatch_exe(&self) -> &Path {
+        self.dispatch_exe.as_deref().unwrap_or(&self.exe)
+    }
 }
 
 pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Vec<Figure>> {
@@ -170,10 +179,10 @@ fn whole_process(
         let mut c = match wrapper {
             Some((program, pre)) => {
                 let mut c = std::process::Command::new(program);
-                c.args(pre).arg(&cfg.exe);
+                c.args(pre).arg(cfg.dispatch_exe());
                 c
             }
-            None => std::process::Command::new(&cfg.exe),
+            None => std::process::Command::new(cfg.dispatch_exe()),
         };
         c.args(["dispatch", "--world"])
             .arg(&world_file)
@@ -291,7 +300,7 @@ fn through_hook_tools(
                 .arg("--hook-tools")
                 .arg(&hook_tools)
                 .arg("--")
-                .arg(&cfg.exe)
+                .arg(cfg.dispatch_exe())
                 .args(["dispatch", "--juju", "hook-tools", "--world"])
                 .arg(&rest_world)
                 .args(["--unit", unit, "--event", plugin, "--plugins"])
@@ -385,7 +394,7 @@ fn through_running_agent(
             let _ = std::fs::remove_file(plan.path());
         }
         let (d, ok, err, _) = measured(
-            std::process::Command::new(&cfg.exe)
+            std::process::Command::new(cfg.dispatch_exe())
                 .args(["dispatch", "--juju", "hook-tools", "--world"])
                 .arg(&rest_world)
                 .args(["--unit", unit, "--event", plugin, "--plugins"])
