@@ -17,8 +17,8 @@
 //!   `secret-set` with its final content, and ports one `opened-ports` plus the
 //!   differences. Reads see this dispatch's pending writes;
 //! - **starts the likely reads ahead**: the reads the previous dispatch of the same hook made
-//!   ([`ReadPlan`]) start together when the dispatch begins ([`ToolRunner::prefetch`]), and
-//!   the plugin's identical call takes the answer;
+//!   ([`ReadPlan`]) start, in order and a few at a time, when the dispatch begins
+//!   ([`ToolRunner::prefetch`]), and the plugin's identical call takes the answer;
 //! - **flushes concurrently**: the buffered writes run together at commit.
 //!
 //! Buffering changes no semantics: Juju itself applies relation, state, secret and port

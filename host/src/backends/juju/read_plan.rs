@@ -1,5 +1,5 @@
 //! The reads one dispatch of a hook made, kept so that the next dispatch of the same hook can
-//! start them all at once ([`super::ToolRunner::prefetch`]).
+//! start them ahead ([`super::ToolRunner::prefetch`]).
 //!
 //! Juju runs each hook as a fresh process, and each hook tool is a process start plus a round
 //! trip to the unit agent: a plugin that asks for its inputs one after another waits for each
