@@ -546,10 +546,10 @@ mod tests {
     fn call(name: &str, args: &str, result: &str) -> TraceEntry {
         let (family, call) = name.split_once('.').unwrap();
         TraceEntry {
-            family: family.into(),
-            call: call.into(),
+            family: family.to_owned().into(),
+            call: call.to_owned().into(),
             args: args.into(),
-            result: result.into(),
+            result: result.to_owned().into(),
         }
     }
 

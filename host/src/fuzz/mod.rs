@@ -106,7 +106,7 @@ pub fn violation(out: &ScenarioOutput) -> Option<String> {
             ));
         }
         let k8s_write = matches!(
-            t.call.as_str(),
+            t.call.as_ref(),
             "patch-pod-labels"
                 | "apply-service"
                 | "delete-service"

@@ -4,6 +4,7 @@
 //! the time as host time (so the wasm deadline does not tick while Patroni is slow), and
 //! records the call in the trace when one was asked for.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,8 +69,59 @@ fn redact(s: String) -> String {
     out
 }
 
+/// Longest traced argument or result text, in bytes (then `…`).
+const TRACE_MAX: usize = 240;
+
+/// The Debug form of a call's arguments as the trace shows it: password values masked, then
+/// cut to [`TRACE_MAX`] bytes.
+///
+/// Arguments can be large (a Pebble layer, a Kubernetes object): the Debug form is written
+/// into a bounded buffer first, and only when the masked prefix is too short to decide the
+/// shown text (masking can shorten it) is the whole form written. Either way the result is
+/// `abbreviate(redact(format!("{args:?}")))`; `traced_args_match_the_full_form` checks it.
+fn traced_args(args: &dyn std::fmt::Debug) -> String {
+    /// Raw bytes written before giving up on the rest.
+    const RAW_BOUND: usize = 1024;
+    /// Masked bytes needed beyond the cut for the prefix to decide it: longer than any
+    /// redaction key, so no key split by the bound can reach the shown text.
+    const MARGIN: usize = 32;
+    struct Bounded {
+        out: String,
+        cut: bool,
+    }
+    impl std::fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = RAW_BOUND - self.out.len();
+            if s.len() <= room {
+                self.out.push_str(s);
+                return Ok(());
+            }
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.out.push_str(&s[..end]);
+            self.cut = true;
+            Err(std::fmt::Error)
+        }
+    }
+    let mut b = Bounded {
+        out: String::with_capacity(256),
+        cut: false,
+    };
+    let _ = std::fmt::write(&mut b, format_args!("{args:?}"));
+    if b.cut {
+        let masked = redact(b.out);
+        if masked.len() > TRACE_MAX + MARGIN {
+            return abbreviate(masked);
+        }
+        return abbreviate(redact(format!("{args:?}")));
+    }
+    abbreviate(redact(b.out))
+}
+
 fn abbreviate(mut s: String) -> String {
-    const MAX: usize = 240;
+    const MAX: usize = TRACE_MAX;
     if s.len() > MAX {
         let mut cut = MAX;
         while !s.is_char_boundary(cut) {
@@ -107,12 +159,12 @@ impl HostState {
         crate::crash::after_call(call_no);
         if let Some(trace) = &mut self.trace {
             trace.push(TraceEntry {
-                family: family.into(),
-                call: call.into(),
+                family: Cow::Borrowed(family),
+                call: Cow::Borrowed(call),
                 args,
                 result: match &r {
-                    Ok(_) => "ok".into(),
-                    Err(e) => abbreviate(format!("{:?}: {}", e.kind, e.message)),
+                    Ok(_) => Cow::Borrowed("ok"),
+                    Err(e) => Cow::Owned(abbreviate(format!("{:?}: {}", e.kind, e.message))),
                 },
             });
         }
@@ -144,7 +196,7 @@ macro_rules! cap_call {
         cap_call!(@ $self, $family, $wit, true, $method ( $($arg),* ))
     };
     (@ $self:ident, $family:ident, $wit:literal, $timeout:expr, $method:ident ( $($arg:ident),* )) => {{
-        let args = if $self.trace.is_some() { abbreviate(redact(format!("{:?}", ($(&$arg,)*)))) } else { String::new() };
+        let args = if $self.trace.is_some() { traced_args(&($(&$arg,)*)) } else { String::new() };
         let cap = $self.caps.$family.clone();
         $self.guarded(stringify!($family), $wit, args, $timeout, async move { cap.$method($($arg),*).await }).await
     }};
@@ -680,5 +732,53 @@ impl rand::TryRng for HostRng {
         let b = self.0.bytes(dst.len() as u32);
         dst.copy_from_slice(&b);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    struct Auth {
+        user: String,
+        password: Option<String>,
+    }
+
+    /// The bounded writer must give exactly what formatting everything would: short and long
+    /// arguments, passwords before, across and after the bound, and enough masked passwords
+    /// to shrink a long form below the shown length.
+    #[test]
+    fn traced_args_match_the_full_form() {
+        let full = |a: &dyn std::fmt::Debug| abbreviate(redact(format!("{a:?}")));
+        let long = "x".repeat(3000);
+        let pw = |n: usize| Auth {
+            user: "operator".into(),
+            password: Some("p".repeat(n)),
+        };
+        let cases: Vec<Box<dyn std::fmt::Debug>> = vec![
+            Box::new(("short", 1u32)),
+            Box::new((&long,)),
+            Box::new((pw(16), &long)),
+            Box::new((&long, pw(16))),
+            Box::new(((0..40).map(|_| pw(16)).collect::<Vec<_>>(),)),
+            Box::new(((0..40).map(|_| pw(200)).collect::<Vec<_>>(),)),
+            Box::new((pw(1500),)),
+            Box::new(("é".repeat(2000),)),
+            Box::new((format!(
+                "{}DATA_SOURCE_NAME=user password={}",
+                "y".repeat(1010),
+                "s".repeat(50)
+            ),)),
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            assert_eq!(traced_args(c), full(c), "case {i}");
+        }
+        // Masking reaches the bounded form too.
+        let shown = traced_args(&(pw(16),));
+        assert!(!shown.contains("pppp"), "{shown}");
+        // The cut and the mark.
+        assert_eq!(traced_args(&(&long,)).len(), TRACE_MAX + '…'.len_utf8());
     }
 }

@@ -520,14 +520,18 @@ mod tests {
     #[test]
     fn the_ascii_pass_agrees_with_the_char_rules() {
         let pieces = [
-            "", " ", "\t", "\n", "\r", "\x0b", "\x0c", "\x01", "\x7f", "a", "-", "?", ":", "#", "'",
-            "\"", ",", "[", "*", "x", "1", "%", "@", "`", "|", ">", "!", "&", "{", "}", "]",
+            "", " ", "\t", "\n", "\r", "\x0b", "\x0c", "\x01", "\x7f", "a", "-", "?", ":", "#",
+            "'", "\"", ",", "[", "*", "x", "1", "%", "@", "`", "|", ">", "!", "&", "{", "}", "]",
         ];
         for a in pieces {
             for b in pieces {
                 for c in pieces {
                     let s = format!("{a}{b}{c}");
-                    assert_eq!(plain_safe_ascii(s.as_bytes()), plain_safe_chars(&s), "{s:?}");
+                    assert_eq!(
+                        plain_safe_ascii(s.as_bytes()),
+                        plain_safe_chars(&s),
+                        "{s:?}"
+                    );
                 }
             }
         }

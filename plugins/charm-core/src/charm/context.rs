@@ -58,6 +58,11 @@ pub struct Ctx {
     pub(crate) patroni: Option<Snapshot>,
     /// The workload's snap `version` (e.g. `14.23`), pulled once.
     pub(crate) workload_version: Option<Option<String>>,
+    /// `update_config` runs twice in some hooks (pebble-ready: through the TLS push, then
+    /// itself) and the render and the config hash were a fifth of such a hook's run: the last
+    /// render with its input, and the hash of this event's config (which cannot change).
+    pub(crate) rendered_patroni_yml: Option<(crate::patroni_yml::PatroniYmlInput, Rc<str>)>,
+    pub(crate) config_hash: Option<Rc<str>>,
 }
 
 impl Ctx {
@@ -77,6 +82,8 @@ impl Ctx {
             upgrade_idle: None,
             patroni: None,
             workload_version: None,
+            rendered_patroni_yml: None,
+            config_hash: None,
         }
     }
 

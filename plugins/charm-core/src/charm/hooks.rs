@@ -187,7 +187,10 @@ pub fn update_status(ctx: &mut Ctx) -> HookResult<Outcome> {
         // `_set_active_status`; when that one cannot read the cluster (only logged) nothing
         // ever replaces it. Carrying on sets Active only if this unit is the Patroni leader or
         // its member has started; an unlabelled member stays Blocked.
-        StatusKind::Blocked if current.message.starts_with(&status::failed_to_patch_pod("")) => {}
+        StatusKind::Blocked
+            if current
+                .message
+                .starts_with(&status::failed_to_patch_pod("")) => {}
         StatusKind::Blocked | StatusKind::Waiting => return Ok(Outcome::Done),
         _ => {}
     }

@@ -1,5 +1,7 @@
 //! The reconcilers shared by several hooks (spec 2.3.5, 3.2, 3.3).
 
+use std::rc::Rc;
+
 use super::k8s;
 use super::patroni;
 use super::secrets::get_secret;
@@ -612,7 +614,14 @@ pub fn update_config(ctx: &mut Ctx) -> HookResult<Result<bool, ConfigProblem>> {
         primary_cluster_endpoint: None,
         extra_replication_endpoints: Vec::new(),
     };
-    let rendered = patroni_yml::render(&input);
+    let rendered = match &ctx.rendered_patroni_yml {
+        Some((last, text)) if *last == input => text.clone(),
+        _ => {
+            let text: Rc<str> = patroni_yml::render(&input).into();
+            ctx.rendered_patroni_yml = Some((input.clone(), text.clone()));
+            text
+        }
+    };
     match pebble::push(
         PATRONI_YML,
         rendered.as_bytes(),
@@ -669,8 +678,15 @@ pub fn update_config(ctx: &mut Ctx) -> HookResult<Result<bool, ConfigProblem>> {
     }
 
     // 7. Restart need.
-    let new_config_hash = config_hash(&config);
-    let config_changed = ctx.unit_get("config_hash")?.as_deref() != Some(new_config_hash.as_str());
+    let new_config_hash = match &ctx.config_hash {
+        Some(h) => h.clone(),
+        None => {
+            let h: Rc<str> = config_hash(&config).into();
+            ctx.config_hash = Some(h.clone());
+            h
+        }
+    };
+    let config_changed = ctx.unit_get("config_hash")?.as_deref() != Some(&*new_config_hash);
     let conn = operator_connection(ctx, PgTarget::PrimaryService, None)?;
     let ssl_on_primary = match postgresql::ssl_enabled(&conn) {
         Ok(b) => b,
@@ -876,7 +892,9 @@ pub fn add_members(ctx: &mut Ctx) -> HookResult<Outcome> {
         // branch returns, the peer handler returns on Blocked and update-status skips it.
         let current = ctx.status()?;
         if current.kind == StatusKind::Blocked
-            && current.message.starts_with(&status::failed_to_patch_pod(""))
+            && current
+                .message
+                .starts_with(&status::failed_to_patch_pod(""))
         {
             status::set_active_status(ctx)?;
         }
