@@ -434,6 +434,13 @@ fn pack_built(root: &Path) -> Result<PathBuf> {
         .arg("--cache-dir")
         .arg(stage.join("plugin-cache"))
         .env("CHARM_HOST_LOG", "warn"))?;
+    // Records of which plugin file (device, inode, times) has which digest name files of this
+    // machine: meaningless in the archive, and written or not depending on how long the
+    // precompile took. Only the compiled entries are packed.
+    let records = stage.join("plugin-cache/plugin-ids");
+    if records.exists() {
+        std::fs::remove_dir_all(&records)?;
+    }
 
     let charm = root.join(CHARM_FILE);
     write_zip(&stage, &charm)?;
