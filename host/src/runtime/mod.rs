@@ -302,12 +302,8 @@ impl Runtime {
                 && id.settled()
                 && let Some(digest) = cache.known_digest(name, &id.record())
                 && let Some(component) = cache.load_hit(&self.engine, &digest)
-                && let Ok(pre) = self
-                    .linker
-                    .instantiate_pre(&component)
-                    .and_then(PluginPre::new)
+                && let Ok(pre) = self.link(&component, digest)
             {
-                self.memo.lock().unwrap().insert(digest, pre.clone());
                 self.seen.lock().unwrap().insert(path, (id, digest));
                 return Ok(LoadedPlugin {
                     name: name.into(),
@@ -379,17 +375,28 @@ impl Runtime {
             ),
         };
         let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(PluginPre::new)
+            .link(&component, digest)
             .map_err(|e| invalid(format!("does not fit the charm:host contract: {e:#}")))?;
-        self.memo.lock().unwrap().insert(digest, pre.clone());
         Ok(LoadedPlugin {
             name: name.into(),
             digest,
             cache: outcome,
             pre,
         })
+    }
+
+    /// Link a component against the host's contract, and remember it under its digest.
+    fn link(
+        &self,
+        component: &Component,
+        digest: [u8; 32],
+    ) -> wasmtime::Result<PluginPre<HostState>> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .and_then(PluginPre::new)?;
+        self.memo.lock().unwrap().insert(digest, pre.clone());
+        Ok(pre)
     }
 
     /// Compile a plugin into the on-disk cache (for `charm-host precompile`).

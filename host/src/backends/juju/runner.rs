@@ -94,6 +94,36 @@ fn group(tool: &str) -> &str {
     }
 }
 
+/// Where `tool` is: in `dir`, or looked up on `PATH`.
+fn program(dir: Option<&std::path::Path>, tool: &str) -> PathBuf {
+    match dir {
+        Some(d) => d.join(tool),
+        None => PathBuf::from(tool),
+    }
+}
+
+/// `tool args...` as every call runs it: the runner's environment, output captured, standard
+/// input piped only for the tools that read it.
+fn tool_command(
+    dir: Option<&std::path::Path>,
+    env: &[(String, String)],
+    tool: &str,
+    args: &[String],
+    piped_stdin: bool,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program(dir, tool));
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(if piped_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// A failed tool call: its exit code and stderr (kept whole for the error message).
 #[derive(Debug, Clone)]
 pub struct ToolFailure {
@@ -217,16 +247,7 @@ impl ToolRunner {
                 (key, tx)
             };
             let (tool, args) = &key;
-            let program = match dir {
-                Some(d) => d.join(tool),
-                None => PathBuf::from(tool),
-            };
-            let out = std::process::Command::new(program)
-                .args(args)
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+            let out = tool_command(dir, env, tool, args, false)
                 .spawn()
                 .and_then(|child| {
                     count.fetch_add(1, Ordering::SeqCst);
@@ -238,25 +259,14 @@ impl ToolRunner {
     }
 
     fn program(&self, tool: &str) -> PathBuf {
-        match &self.dir {
-            Some(d) => d.join(tool),
-            None => PathBuf::from(tool),
-        }
+        program(self.dir.as_deref(), tool)
     }
 
     fn command(&self, tool: &str, args: &[String], piped_stdin: bool) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(self.program(tool));
-        cmd.args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if piped_stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // The runtime's per-call timeout drops this future; take the process with it.
-            .kill_on_drop(true);
+        let mut cmd: tokio::process::Command =
+            tool_command(self.dir.as_deref(), &self.env, tool, args, piped_stdin).into();
+        // The runtime's per-call timeout drops this future; take the process with it.
+        cmd.kill_on_drop(true);
         cmd
     }
 
