@@ -614,3 +614,77 @@ fn the_demo_world_and_state_examples_are_consistent() {
         check::check(&s).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
 }
+
+/// `config` is every option with a default, overridden by what is set, plus set options
+/// without a default, in name order: what `config-get --all` gives.
+#[tokio::test]
+async fn config_merges_set_values_over_defaults_in_name_order() {
+    use charm_host::bindings::Value;
+    use charm_host::world::ConfigValue;
+    let mut s = three_units();
+    // The first option, one in the middle with a default, and ones without a default.
+    s.config.insert(
+        "connection_authentication_timeout".into(),
+        ConfigValue::Int(30),
+    );
+    s.config
+        .insert("experimental_max_connections".into(), ConfigValue::Int(250));
+    s.config
+        .insert("profile_limit_memory".into(), ConfigValue::Int(4096));
+    s.config
+        .insert("profile".into(), ConfigValue::Str("testing".into()));
+    let w = World::new(s);
+    let (caps, _session) = w.capabilities(&unit(0));
+    let got = caps.juju.config().await.unwrap();
+    let names: Vec<&str> = got.iter().map(|nv| nv.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(names, sorted, "in name order, each option once");
+    let value = |n: &str| {
+        got.iter()
+            .find(|nv| nv.name == n)
+            .map(|nv| nv.value.clone())
+    };
+    assert_eq!(
+        value("connection_authentication_timeout"),
+        Some(Value::Integer(30))
+    );
+    assert_eq!(
+        value("experimental_max_connections"),
+        Some(Value::Integer(250))
+    );
+    assert_eq!(value("profile_limit_memory"), Some(Value::Integer(4096)));
+    assert_eq!(value("profile"), Some(Value::Text("testing".into())));
+    // An option left at its default, and one without a default that is not set.
+    assert_eq!(
+        value("connection_statement_timeout"),
+        Some(Value::Integer(0))
+    );
+    assert_eq!(value("ldap_map"), None);
+    let defaulted = charm_host::world::config_defaults()
+        .values()
+        .filter(|d| d.is_some())
+        .count();
+    assert_eq!(got.len(), defaulted + 2, "two set options have no default");
+}
+
+/// The host skips the per-call timeout only for families that answer from memory: every
+/// family of the world, and none of the production backends (a hung backend must still time
+/// out, including one swapped into the world's capabilities, as `dispatch --world` does with
+/// the hook tools).
+#[test]
+fn only_the_world_answers_in_memory() {
+    let w = World::new(three_units());
+    let (caps, _session) = w.capabilities(&unit(0));
+    assert!(caps.juju.in_memory());
+    assert!(caps.kubernetes.in_memory());
+    assert!(caps.pebble.in_memory());
+    assert!(caps.patroni.in_memory());
+    assert!(caps.postgresql.in_memory());
+    use charm_host::capability::{Pebble, Postgresql};
+    let pebble = charm_host::backends::PebbleBackend::new("/nonexistent/pebble.socket");
+    assert!(!pebble.in_memory());
+    let pg = charm_host::backends::PostgresqlBackend::production(APP, 0, "model");
+    assert!(!pg.in_memory());
+}

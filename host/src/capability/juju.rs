@@ -9,6 +9,12 @@ use crate::bindings::types::{Kv, LogLevel, NamedValue};
 /// succeeded, as Juju commits hook-tool writes only when the hook exits 0.
 #[async_trait]
 pub trait Juju: Send + Sync {
+    /// Answers from memory without waiting on anything (the simulated world). The host then
+    /// skips the per-call timeout, which guards against a hung backend: it cannot fire, and
+    /// its timer and runtime-handle clone were a visible share of a fuzz execution.
+    fn in_memory(&self) -> bool {
+        false
+    }
     fn identity(&self) -> Identity;
     async fn is_leader(&self) -> CapResult<bool>;
     async fn config(&self) -> CapResult<Vec<NamedValue>>;

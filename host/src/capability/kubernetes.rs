@@ -9,6 +9,12 @@ use crate::bindings::types::Kv;
 /// Kubernetes, in the model's namespace: the operations the charm performs.
 #[async_trait]
 pub trait Kubernetes: Send + Sync {
+    /// Answers from memory without waiting on anything (the simulated world). The host then
+    /// skips the per-call timeout, which guards against a hung backend: it cannot fire, and
+    /// its timer and runtime-handle clone were a visible share of a fuzz execution.
+    fn in_memory(&self) -> bool {
+        false
+    }
     async fn get_pod(&self, name: String) -> CapResult<Pod>;
     async fn patch_pod_labels(&self, name: String, labels: Vec<Kv>) -> CapResult<()>;
     async fn apply_service(&self, service: Service) -> CapResult<()>;

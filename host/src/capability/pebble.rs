@@ -8,6 +8,12 @@ use crate::bindings::pebble::{
 /// Pebble in the workload container.
 #[async_trait]
 pub trait Pebble: Send + Sync {
+    /// Answers from memory without waiting on anything (the simulated world). The host then
+    /// skips the per-call timeout, which guards against a hung backend: it cannot fire, and
+    /// its timer and runtime-handle clone were a visible share of a fuzz execution.
+    fn in_memory(&self) -> bool {
+        false
+    }
     async fn system_info(&self) -> CapResult<SystemInfo>;
     async fn plan(&self) -> CapResult<Plan>;
     async fn add_layer(&self, label: String, layer: Layer, combine: bool) -> CapResult<()>;

@@ -6,6 +6,12 @@ use crate::bindings::postgresql::{Connection, ExtensionToggle, UserSpec};
 /// PostgreSQL as typed operations. Implementations quote every identifier and literal.
 #[async_trait]
 pub trait Postgresql: Send + Sync {
+    /// Answers from memory without waiting on anything (the simulated world). The host then
+    /// skips the per-call timeout, which guards against a hung backend: it cannot fire, and
+    /// its timer and runtime-handle clone were a visible share of a fuzz execution.
+    fn in_memory(&self) -> bool {
+        false
+    }
     async fn list_users(&self, conn: Connection) -> CapResult<Vec<String>>;
     async fn create_user(&self, conn: Connection, user: UserSpec) -> CapResult<()>;
     async fn set_password(&self, conn: Connection, user: String, password: String)

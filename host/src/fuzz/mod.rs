@@ -71,21 +71,28 @@ impl FuzzSummary {
     }
 }
 
-fn peer_app_bag(s: &WorldState) -> crate::world::Bag {
+static EMPTY_BAG: crate::world::Bag = crate::world::Bag::new();
+
+fn peer_app_bag(s: &WorldState) -> &crate::world::Bag {
     s.relations
         .iter()
         .find(|r| r.endpoint == "database-peers")
-        .and_then(|r| r.app_data.get(&s.app).cloned())
-        .unwrap_or_default()
+        .and_then(|r| r.app_data.get(&s.app))
+        .unwrap_or(&EMPTY_BAG)
 }
 
-fn app_passwords(s: &WorldState) -> crate::world::Bag {
-    let label = format!("database-peers.{}.app", s.app);
+fn app_passwords(s: &WorldState) -> &crate::world::Bag {
+    // The label is `database-peers.<app>.app`, matched without building it.
     s.secrets
         .iter()
-        .find(|x| x.label == label)
-        .map(|x| x.content.clone())
-        .unwrap_or_default()
+        .find(|x| {
+            x.label
+                .strip_prefix("database-peers.")
+                .and_then(|l| l.strip_suffix(".app"))
+                == Some(s.app.as_str())
+        })
+        .map(|x| &x.content)
+        .unwrap_or(&EMPTY_BAG)
 }
 
 /// The first invariant the run broke, if any.
@@ -117,7 +124,10 @@ pub fn violation(out: &ScenarioOutput) -> Option<String> {
         );
         if t.family == "kubernetes" && k8s_write {
             let name = t.args.split('"').nth(1).unwrap_or("");
-            if !name.starts_with(app.as_str()) && !name.starts_with(&format!("patroni-{app}")) {
+            let patroni_object = name
+                .strip_prefix("patroni-")
+                .is_some_and(|n| n.starts_with(app.as_str()));
+            if !name.starts_with(app.as_str()) && !patroni_object {
                 return Some(format!(
                     "Kubernetes write outside the application's objects: {}{}",
                     t.call, t.args
@@ -148,7 +158,7 @@ pub fn violation(out: &ScenarioOutput) -> Option<String> {
         }
     }
     let (pw_before, pw_after) = (app_passwords(&out.input), app_passwords(&out.output));
-    for (k, v) in &pw_before {
+    for (k, v) in pw_before {
         if k.ends_with("-password") && pw_after.get(k).is_some_and(|n| n != v) {
             return Some(format!("{k} was replaced after it was set"));
         }
@@ -161,7 +171,8 @@ pub fn violation(out: &ScenarioOutput) -> Option<String> {
                 set.len() != l.len()
             })
     };
-    if !dup(&before) && dup(&after) {
+    // Unchanged endpoints cannot have gained a duplicate: no need to parse them.
+    if before.get("endpoints") != after.get("endpoints") && !dup(before) && dup(after) {
         return Some(format!(
             "endpoints holds a duplicate: {}",
             after["endpoints"]
@@ -235,6 +246,8 @@ async fn minimise(
 pub async fn run_model(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<FuzzSummary> {
     use crate::simulate::{SimConfig, Simulator, Story};
     use rand::RngExt;
+    // The run owns the plugin directory: no stat per dispatch to notice a hot swap.
+    runtime.pin_plugins();
     let started = Instant::now();
     let mut last = Instant::now();
     let mut executions = 0u64;
@@ -365,6 +378,8 @@ pub async fn run(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<FuzzSumm
     {
         anyhow::bail!("no plugin {} in {}", cfg.plugin, cfg.plugins_dir.display());
     }
+    // The run owns the plugin directory: no stat per execution to notice a hot swap.
+    runtime.pin_plugins();
     let started = Instant::now();
     let mut last = Instant::now();
     let mut executions = 0u64;
@@ -449,4 +464,152 @@ pub async fn run(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<FuzzSumm
         behaviours: flowchart.as_ref().map(|f| f.0).unwrap_or_default(),
         flowchart,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::{Event, EventKind, Outcome};
+    use crate::dispatch::{DispatchReport, EventRun};
+    use crate::runtime::{RunReport, TraceEntry};
+    use crate::world::{RelationState, SecretState};
+
+    const APP: &str = "postgresql-k8s";
+
+    fn world(peer_app: &[(&str, &str)], app_secret: &[(&str, &str)]) -> WorldState {
+        let bag = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<crate::world::Bag>()
+        };
+        WorldState {
+            relations: vec![RelationState {
+                id: 1,
+                endpoint: "database-peers".into(),
+                remote_app: APP.into(),
+                app_data: [(APP.to_string(), bag(peer_app))].into(),
+                ..Default::default()
+            }],
+            secrets: vec![SecretState {
+                id: "secret:1".into(),
+                label: format!("database-peers.{APP}.app"),
+                content: bag(app_secret),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn call(
+        family: &'static str,
+        call: &'static str,
+        args: &str,
+        result: &'static str,
+    ) -> TraceEntry {
+        TraceEntry {
+            family: family.into(),
+            call: call.into(),
+            args: args.into(),
+            result: result.into(),
+        }
+    }
+
+    fn output(input: WorldState, output: WorldState, trace: Vec<TraceEntry>) -> ScenarioOutput {
+        let event = Event::bare("leader-elected", EventKind::LeaderElected);
+        ScenarioOutput {
+            unit: format!("{APP}/0"),
+            event: event.clone(),
+            input,
+            output,
+            result: Ok(DispatchReport {
+                runs: vec![EventRun {
+                    event,
+                    report: RunReport {
+                        plugin: "leader-elected".into(),
+                        result: Ok(Outcome::Done),
+                        trace,
+                        stdout: String::new(),
+                        stderr: String::new(),
+                        wasm_time: Default::default(),
+                        host_time: Default::default(),
+                    },
+                }],
+                ..Default::default()
+            }),
+            statuses: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_world_breaks_nothing() {
+        let w = world(
+            &[("endpoints", r#"["a","b"]"#)],
+            &[("operator-password", "x")],
+        );
+        assert_eq!(violation(&output(w.clone(), w, Vec::new())), None);
+    }
+
+    #[test]
+    fn a_replaced_password_is_caught() {
+        let before = world(&[], &[("operator-password", "x")]);
+        let after = world(&[], &[("operator-password", "y")]);
+        let v = violation(&output(before, after, Vec::new())).unwrap();
+        assert!(v.starts_with("operator-password was replaced"), "{v}");
+        // Setting one for the first time is not a replacement.
+        let (none, set) = (world(&[], &[]), world(&[], &[("operator-password", "y")]));
+        assert_eq!(violation(&output(none, set, Vec::new())), None);
+    }
+
+    #[test]
+    fn a_new_duplicate_endpoint_is_caught() {
+        let before = world(&[("endpoints", r#"["a"]"#)], &[]);
+        let after = world(&[("endpoints", r#"["a","a"]"#)], &[]);
+        let v = violation(&output(before, after, Vec::new())).unwrap();
+        assert!(v.starts_with("endpoints holds a duplicate"), "{v}");
+    }
+
+    #[test]
+    fn kubernetes_writes_must_stay_on_the_applications_objects() {
+        let w = world(&[], &[]);
+        let write = |name: &str| {
+            vec![call(
+                "kubernetes",
+                "patch-endpoints-annotations",
+                &format!("(\"{name}\", [])"),
+                "ok",
+            )]
+        };
+        for own in [APP.to_string(), format!("patroni-{APP}-config")] {
+            assert_eq!(
+                violation(&output(w.clone(), w.clone(), write(&own))),
+                None,
+                "{own}"
+            );
+        }
+        let v = violation(&output(w.clone(), w, write("kube-dns"))).unwrap();
+        assert!(v.starts_with("Kubernetes write outside"), "{v}");
+    }
+
+    #[test]
+    fn cluster_initialised_needs_the_member_and_the_primary_answering() {
+        let before = world(&[], &[]);
+        let after = world(&[("cluster_initialised", "True")], &[]);
+        let health = |target: &str| {
+            call(
+                "patroni",
+                "get-health",
+                &format!("(Target::{target}, Auth {{ .. }})"),
+                "ok",
+            )
+        };
+        let v = violation(&output(
+            before.clone(),
+            after.clone(),
+            vec![health("OwnUnit")],
+        ));
+        assert!(v.unwrap().contains("primary endpoint answering (false)"));
+        let trace = vec![health("OwnUnit"), health("PrimaryService")];
+        assert_eq!(violation(&output(before, after, trace)), None);
+    }
 }

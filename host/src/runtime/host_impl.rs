@@ -198,7 +198,8 @@ macro_rules! cap_call {
     (@ $self:ident, $family:ident, $wit:literal, $timeout:expr, $method:ident ( $($arg:ident),* )) => {{
         let args = if $self.trace.is_some() { traced_args(&($(&$arg,)*)) } else { String::new() };
         let cap = $self.caps.$family.clone();
-        $self.guarded(stringify!($family), $wit, args, $timeout, async move { cap.$method($($arg),*).await }).await
+        let timeout = $timeout && !cap.in_memory();
+        $self.guarded(stringify!($family), $wit, args, timeout, async move { cap.$method($($arg),*).await }).await
     }};
 }
 

@@ -192,6 +192,10 @@ fn relation_mut(sh: &mut Shadow, id: u32) -> CapResult<&mut super::RelationState
 
 #[async_trait]
 impl Juju for UnitSession {
+    fn in_memory(&self) -> bool {
+        true
+    }
+
     fn identity(&self) -> Identity {
         let g = self.world.lock();
         Identity {
@@ -212,22 +216,27 @@ impl Juju for UnitSession {
     async fn config(&self) -> CapResult<Vec<NamedValue>> {
         self.checked("config")?;
         let g = self.world.lock();
-        let mut out: BTreeMap<&str, Value> = BTreeMap::new();
-        for (name, default) in config_defaults() {
-            if let Some(d) = default {
-                out.insert(name, to_value(d));
+        // Both maps are in name order: merge them, the set value winning over the default.
+        let defaults = config_defaults()
+            .iter()
+            .filter_map(|(n, d)| d.as_ref().map(|d| (n, d)));
+        let mut set = g.state.config.iter().peekable();
+        let mut out = Vec::with_capacity(config_defaults().len() + g.state.config.len());
+        let named = |name: &String, v: &ConfigValue| NamedValue {
+            name: name.clone(),
+            value: to_value(v),
+        };
+        for (name, default) in defaults {
+            while let Some((n, v)) = set.next_if(|(n, _)| *n < name) {
+                out.push(named(n, v));
+            }
+            match set.next_if(|(n, _)| *n == name) {
+                Some((n, v)) => out.push(named(n, v)),
+                None => out.push(named(name, default)),
             }
         }
-        for (name, v) in &g.state.config {
-            out.insert(name, to_value(v));
-        }
-        Ok(out
-            .into_iter()
-            .map(|(n, v)| NamedValue {
-                name: n.to_string(),
-                value: v,
-            })
-            .collect())
+        out.extend(set.map(|(n, v)| named(n, v)));
+        Ok(out)
     }
 
     async fn unit_status(&self) -> CapResult<Status> {

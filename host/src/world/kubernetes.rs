@@ -94,6 +94,10 @@ fn not_found(kind: &str, name: &str) -> Error {
 
 #[async_trait]
 impl Kubernetes for UnitSession {
+    fn in_memory(&self) -> bool {
+        true
+    }
+
     async fn get_pod(&self, name: String) -> CapResult<Pod> {
         let g = self.k8s("get-pod")?;
         let p = g

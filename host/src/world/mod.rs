@@ -24,6 +24,7 @@ use rand::rngs::StdRng;
 use crate::bindings::Error;
 use crate::capability::{CapResult, Capabilities};
 pub use faults::{Fault, FaultKind};
+pub use juju::config_defaults;
 pub use state::*;
 
 /// A databag that a committed dispatch changed: (relation id, owner app or unit name).

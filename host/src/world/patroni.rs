@@ -18,22 +18,39 @@ pub(crate) fn scope(state: &WorldState) -> String {
     format!("patroni-{}", state.app)
 }
 
-use super::unit_of_pod;
-
 /// Whether the pod is a Patroni member right now. Takes the parts it reads (not the whole
 /// state) so that `tick` can walk the pods while it updates the members.
+///
+/// `tick` runs on most capability calls, so this allocates nothing: the scope is compared as
+/// `patroni-<app>` in place and the unit name is built in the caller's buffer.
 fn eligible(
     pod: &super::PodState,
     pod_name: &str,
     units: &std::collections::BTreeMap<String, super::UnitState>,
-    scope: &str,
+    app: &str,
+    unit_buf: &mut String,
 ) -> bool {
     let labelled = pod.labels.get("application").map(String::as_str) == Some("patroni")
-        && pod.labels.get("cluster-name").map(String::as_str) == Some(scope);
-    labelled
-        && units.get(&unit_of_pod(pod_name)).is_some_and(|u| {
-            u.pebble.reachable && u.pebble.running.get("postgresql") == Some(&ServiceRun::Active)
-        })
+        && pod
+            .labels
+            .get("cluster-name")
+            .and_then(|c| c.strip_prefix("patroni-"))
+            == Some(app);
+    if !labelled {
+        return false;
+    }
+    unit_buf.clear();
+    match pod_name.rsplit_once('-') {
+        Some((a, n)) => {
+            unit_buf.push_str(a);
+            unit_buf.push('/');
+            unit_buf.push_str(n);
+        }
+        None => unit_buf.push_str(pod_name),
+    }
+    units.get(unit_buf.as_str()).is_some_and(|u| {
+        u.pebble.reachable && u.pebble.running.get("postgresql") == Some(&ServiceRun::Active)
+    })
 }
 
 /// Set a string field only when it changes: `tick` runs on every capability call and would
@@ -51,10 +68,10 @@ fn is_up(m: &MemberState) -> bool {
 /// Move the model forward to `state.now_ms`.
 pub(crate) fn tick(state: &mut WorldState) {
     let now = state.now_ms;
-    let scope = scope(state);
+    let mut unit_buf = String::new();
     // Members come and go with their pods' labels and services.
     for (pod, pod_state) in &state.kubernetes.pods {
-        let ok = eligible(pod_state, pod, &state.units, &scope);
+        let ok = eligible(pod_state, pod, &state.units, &state.app, &mut unit_buf);
         let p = &mut state.patroni;
         match (ok, p.members.get_mut(pod)) {
             (true, None) => {
@@ -227,8 +244,12 @@ pub(crate) fn tick(state: &mut WorldState) {
         }
     }
     if state.patroni.initialized {
+        let scope = scope(state);
+        let mut name = String::with_capacity(scope.len() + 7);
         for suffix in ["", "-config", "-sync"] {
-            let name = format!("{scope}{suffix}");
+            name.clear();
+            name.push_str(&scope);
+            name.push_str(suffix);
             if state.kubernetes.endpoints.contains_key(&name) {
                 continue;
             }
@@ -238,7 +259,7 @@ pub(crate) fn tick(state: &mut WorldState) {
             ]
             .into();
             state.kubernetes.endpoints.insert(
-                name,
+                name.clone(),
                 EndpointsState {
                     labels,
                     ..Default::default()
@@ -345,6 +366,10 @@ const RESTART_PARAMS: &[&str] = &[
 
 #[async_trait]
 impl Patroni for UnitSession {
+    fn in_memory(&self) -> bool {
+        true
+    }
+
     async fn cluster(&self, at: Target, auth: Auth) -> CapResult<Cluster> {
         let mut g = self.world.lock();
         self.patroni_target(&mut g, "get-cluster", &at, &auth)?;

@@ -312,6 +312,10 @@ fn ensure_parents(
 
 #[async_trait]
 impl Pebble for UnitSession {
+    fn in_memory(&self) -> bool {
+        true
+    }
+
     async fn system_info(&self) -> CapResult<SystemInfo> {
         self.with_pebble("get-system-info", |_, _| {
             Ok(SystemInfo {

@@ -79,6 +79,10 @@ impl UnitSession {
 
 #[async_trait]
 impl Postgresql for UnitSession {
+    fn in_memory(&self) -> bool {
+        true
+    }
+
     async fn list_users(&self, conn: Connection) -> CapResult<Vec<String>> {
         self.pg("list-users", &conn, false, |pg| {
             Ok(pg
