@@ -1305,3 +1305,77 @@ async fn reads_started_ahead_answer_as_live_calls_and_a_write_discards_stale_one
         ]
     );
 }
+
+/// A tool that hangs, as an agent that stops answering makes every tool hang: it records its
+/// pid and sleeps (exec'd, so the pid is the sleeping process).
+fn hanging_tools(tool: &str) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = dir.path().join(tool);
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ > {}.tmp && mv {0}.tmp {0}\nexec sleep 60\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, pid_file)
+}
+
+async fn started_pid(pid_file: &Path) -> u32 {
+    let t = std::time::Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(pid_file) {
+            return s.trim().parse().unwrap();
+        }
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "the read started ahead never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Gone: killed and reaped by its worker (a live or unreaped process keeps `/proc/<pid>`).
+async fn assert_gone(pid: u32, what: &str) {
+    let t = std::time::Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "{what}: tool process {pid} still there"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A read started ahead whose caller gives up (the host's per-call timeout drops the call)
+/// takes its hung tool process with it, as a live call's process is killed on drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_started_ahead_is_killed_when_its_caller_gives_up() {
+    let (dir, pid_file) = hanging_tools("is-leader");
+    let runner = ToolRunner::in_dir(dir.path());
+    let argv = vec!["--format=json".to_string()];
+    runner.prefetch(&[("is-leader".to_string(), argv.clone())]);
+    let pid = started_pid(&pid_file).await;
+    let asked = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        runner.run("is-leader", &argv, None),
+    )
+    .await;
+    assert!(asked.is_err(), "the hung tool answered: {asked:?}");
+    assert_gone(pid, "after the call timed out").await;
+}
+
+/// Reads never asked for are killed with the runner (the end of the dispatch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_never_asked_for_are_killed_with_the_runner() {
+    let (dir, pid_file) = hanging_tools("is-leader");
+    let runner = ToolRunner::in_dir(dir.path());
+    runner.prefetch(&[("is-leader".to_string(), vec!["--format=json".to_string()])]);
+    let pid = started_pid(&pid_file).await;
+    drop(runner);
+    assert_gone(pid, "after the runner was dropped").await;
+}

@@ -48,7 +48,67 @@ enum Slot {
     /// Not started yet: whoever asks first makes the call live.
     Queued,
     /// Running on a worker; its output arrives here (an error: it could not be started).
-    Running(tokio::sync::oneshot::Receiver<std::io::Result<std::process::Output>>),
+    /// Dropping the slot before the answer kills the process.
+    Running(
+        tokio::sync::oneshot::Receiver<std::io::Result<std::process::Output>>,
+        KillUnlessAnswered,
+    ),
+}
+
+/// A read started ahead, as its worker and whoever waits for it share it.
+#[derive(Default)]
+struct Started {
+    /// The running process (a pidfd: a signal through it cannot reach a recycled pid).
+    pidfd: Option<std::os::fd::OwnedFd>,
+    /// Nobody will take the answer: the worker kills the process as soon as it starts.
+    abandoned: bool,
+}
+
+/// Kills a read's process when it is dropped before the answer was taken: the per-call
+/// timeout dropped the waiting call (a hung agent), a write discarded the read as stale, or
+/// the runner went away. Without it a hung tool process outlived the call that gave up on it.
+struct KillUnlessAnswered {
+    started: Arc<Mutex<Started>>,
+    armed: bool,
+}
+
+impl KillUnlessAnswered {
+    fn answered(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for KillUnlessAnswered {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut s = self.started.lock().unwrap();
+        s.abandoned = true;
+        if let Some(fd) = s.pidfd.take() {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid pidfd, no siginfo, no flags. After the worker reaps the
+            // process the pidfd names no process and the call fails with ESRCH.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            }
+        }
+    }
+}
+
+/// A pidfd for a child not yet waited for (so the pid cannot have been recycled); `None` on
+/// a kernel without `pidfd_open` (before Linux 5.3), where abandoned reads run to their end.
+fn pidfd_of(child: &std::process::Child) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags; a non-negative result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// At most this many reads are started ahead of a dispatch: a bound on speculation.
@@ -134,6 +194,16 @@ pub struct ToolFailure {
     pub not_started: bool,
 }
 
+/// Reads never asked for are not wanted any more: the queued ones are not started and the
+/// running ones are killed (their workers hold the queue, so it would outlive the runner).
+impl Drop for ToolRunner {
+    fn drop(&mut self) {
+        let mut a = self.ahead.lock().unwrap();
+        a.queue.clear();
+        a.slots.clear();
+    }
+}
+
 impl ToolRunner {
     /// Tools found on `PATH`, this process's environment (production).
     pub fn from_path() -> Self {
@@ -148,10 +218,9 @@ impl ToolRunner {
 
     /// Tools in `dir` (one symlink per tool name).
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
-        ToolRunner {
-            dir: Some(dir.into()),
-            ..Self::from_path()
-        }
+        let mut runner = Self::from_path();
+        runner.dir = Some(dir.into());
+        runner
     }
 
     /// Add an environment variable for the tools (e.g. the agent socket in tests).
@@ -233,7 +302,7 @@ impl ToolRunner {
         env: &[(String, String)],
     ) {
         loop {
-            let (key, tx) = {
+            let (key, tx, started) = {
                 let mut a = ahead.lock().unwrap();
                 let Some(key) = a.queue.pop_front() else {
                     return;
@@ -243,17 +312,32 @@ impl ToolRunner {
                     continue;
                 }
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                a.slots.insert(key.clone(), Slot::Running(rx));
-                (key, tx)
+                let started = Arc::new(Mutex::new(Started::default()));
+                let kill = KillUnlessAnswered {
+                    started: started.clone(),
+                    armed: true,
+                };
+                a.slots.insert(key.clone(), Slot::Running(rx, kill));
+                (key, tx, started)
             };
             let (tool, args) = &key;
             let out = tool_command(dir, env, tool, args, false)
                 .spawn()
-                .and_then(|child| {
+                .and_then(|mut child| {
                     count.fetch_add(1, Ordering::SeqCst);
+                    {
+                        let mut s = started.lock().unwrap();
+                        if s.abandoned {
+                            let _ = child.kill();
+                        } else {
+                            s.pidfd = pidfd_of(&child);
+                        }
+                    }
                     child.wait_with_output()
                 });
-            // Nobody waiting (discarded as stale): the answer is dropped.
+            // Reaped: nothing left to kill.
+            started.lock().unwrap().pidfd = None;
+            // Nobody waiting (discarded as stale, or given up on): the answer is dropped.
             let _ = tx.send(out);
         }
     }
@@ -297,7 +381,7 @@ impl ToolRunner {
                 .slots
                 .remove(&(tool.to_string(), args.to_vec()))
             {
-                Some(Slot::Running(rx)) => Some(rx),
+                Some(Slot::Running(rx, kill)) => Some((rx, kill)),
                 // Still queued: made live now (the workers skip it).
                 Some(Slot::Queued) | None => None,
             }
@@ -315,7 +399,13 @@ impl ToolRunner {
                 .retain(|(t, _), _| group(t) != g);
         }
         let answered = match early {
-            Some(rx) => rx.await.ok().and_then(Result::ok),
+            // If this call is dropped while it waits (the per-call timeout), `kill` goes
+            // with it and takes the process.
+            Some((rx, kill)) => {
+                let out = rx.await;
+                kill.answered();
+                out.ok().and_then(Result::ok)
+            }
             None => None,
         };
         let out = match answered {
