@@ -374,7 +374,7 @@ async fn stop_hands_patroni_objects_to_the_statefulset() {
     let r = h.dispatch(0, simple("stop", EventKind::Stop)).await;
     let patched: Vec<String> = entries(&r, "kubernetes.set-owner-references")
         .iter()
-        .map(|e| e.args.clone())
+        .map(|e| e.args.to_string())
         .collect();
     let st = h.state();
     for ep in [

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{HostState, TraceEntry};
+use super::{HostState, TraceArgs, TraceEntry};
 use crate::bindings::juju::{Identity, Port, SecretOwner, Status};
 use crate::bindings::kubernetes::{
     Endpoints, NodeAllocatable, ObjectKind, OwnerReference, Pod, Service,
@@ -79,9 +79,11 @@ const TRACE_MAX: usize = 240;
 /// into a bounded buffer first, and only when the masked prefix is too short to decide the
 /// shown text (masking can shorten it) is the whole form written. Either way the result is
 /// `abbreviate(redact(format!("{args:?}")))`; `traced_args_match_the_full_form` checks it.
+/// Raw bytes of a traced argument written before giving up on the rest: twice what is shown,
+/// so masking seldom forces the whole form (a Pebble layer or a Service is several KB).
+const RAW_BOUND: usize = 2 * TRACE_MAX;
+
 fn traced_args(args: &dyn std::fmt::Debug) -> String {
-    /// Raw bytes written before giving up on the rest.
-    const RAW_BOUND: usize = 1024;
     /// Masked bytes needed beyond the cut for the prefix to decide it: longer than any
     /// redaction key, so no key split by the bound can reach the shown text.
     const MARGIN: usize = 32;
@@ -138,7 +140,7 @@ impl HostState {
         &mut self,
         family: &'static str,
         call: &'static str,
-        args: String,
+        args: TraceArgs,
         timeout: bool,
         fut: impl Future<Output = CapResult<T>> + Send,
     ) -> CapResult<T> {
@@ -196,7 +198,13 @@ macro_rules! cap_call {
         cap_call!(@ $self, $family, $wit, true, $method ( $($arg),* ))
     };
     (@ $self:ident, $family:ident, $wit:literal, $timeout:expr, $method:ident ( $($arg:ident),* )) => {{
-        let args = if $self.trace.is_some() { traced_args(&($(&$arg,)*)) } else { String::new() };
+        // Kept as a copy, formatted only if the trace is read (see `TraceArgs`).
+        let args = if $self.trace.is_some() {
+            let owned = ($($arg.clone(),)*);
+            TraceArgs::lazy(move || traced_args(&owned))
+        } else {
+            TraceArgs::default()
+        };
         let cap = $self.caps.$family.clone();
         let timeout = $timeout && !cap.in_memory();
         $self.guarded(stringify!($family), $wit, args, timeout, async move { cap.$method($($arg),*).await }).await
@@ -284,7 +292,7 @@ impl juju::Host for HostState {
         let args = self
             .trace
             .as_ref()
-            .map(|_| format!("({label:?}, {owner:?}, keys {:?})", keys(&content)))
+            .map(|_| format!("({label:?}, {owner:?}, keys {:?})", keys(&content)).into())
             .unwrap_or_default();
         let cap = self.caps.juju.clone();
         self.guarded("juju", "secret-add", args, true, async move {
@@ -297,7 +305,7 @@ impl juju::Host for HostState {
         let args = self
             .trace
             .as_ref()
-            .map(|_| format!("({label:?}, keys {:?})", keys(&content)))
+            .map(|_| format!("({label:?}, keys {:?})", keys(&content)).into())
             .unwrap_or_default();
         let cap = self.caps.juju.clone();
         self.guarded("juju", "secret-set", args, true, async move {
@@ -506,12 +514,12 @@ impl pebble::Host for HostState {
     ) -> CapResult<()> {
         self.bound("push", content.len())?;
         let args = if self.trace.is_some() {
-            format!(
-                "({path:?}, {} bytes, {permissions:?}, {owner:?}, {make_dirs})",
-                content.len()
-            )
+            let (path, len, owner) = (path.clone(), content.len(), owner.clone());
+            TraceArgs::lazy(move || {
+                format!("({path:?}, {len} bytes, {permissions:?}, {owner:?}, {make_dirs})")
+            })
         } else {
-            String::new()
+            TraceArgs::default()
         };
         let cap = self.caps.pebble.clone();
         self.guarded("pebble", "push", args, true, async move {
@@ -671,9 +679,9 @@ impl clock::Host for HostState {
         // A plugin's own wait: bounded by the whole-event timeout, not the per-call one.
         let cap = self.caps.clock.clone();
         let args = if self.trace.is_some() {
-            format!("({ms})")
+            format!("({ms})").into()
         } else {
-            String::new()
+            TraceArgs::default()
         };
         let _ = self
             .guarded("clock", "sleep-ms", args, false, async move {
@@ -769,7 +777,7 @@ mod tests {
             Box::new(("é".repeat(2000),)),
             Box::new((format!(
                 "{}DATA_SOURCE_NAME=user password={}",
-                "y".repeat(1010),
+                "y".repeat(RAW_BOUND - 14),
                 "s".repeat(50)
             ),)),
         ];
