@@ -72,6 +72,10 @@ fn redact(s: String) -> String {
 /// Longest traced argument or result text, in bytes (then `…`).
 const TRACE_MAX: usize = 240;
 
+/// Raw bytes of a traced argument written before giving up on the rest: twice what is shown,
+/// so masking seldom forces the whole form (a Pebble layer or a Service is several KB).
+const RAW_BOUND: usize = 2 * TRACE_MAX;
+
 /// The Debug form of a call's arguments as the trace shows it: password values masked, then
 /// cut to [`TRACE_MAX`] bytes.
 ///
@@ -79,10 +83,6 @@ const TRACE_MAX: usize = 240;
 /// into a bounded buffer first, and only when the masked prefix is too short to decide the
 /// shown text (masking can shorten it) is the whole form written. Either way the result is
 /// `abbreviate(redact(format!("{args:?}")))`; `traced_args_match_the_full_form` checks it.
-/// Raw bytes of a traced argument written before giving up on the rest: twice what is shown,
-/// so masking seldom forces the whole form (a Pebble layer or a Service is several KB).
-const RAW_BOUND: usize = 2 * TRACE_MAX;
-
 fn traced_args(args: &dyn std::fmt::Debug) -> String {
     /// Masked bytes needed beyond the cut for the prefix to decide it: longer than any
     /// redaction key, so no key split by the bound can reach the shown text.

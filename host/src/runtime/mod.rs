@@ -50,7 +50,9 @@ pub struct TraceEntry {
 
 /// A capability call's arguments as a trace shows them, formatted the first time they are
 /// read. A fuzz execution records every call but reads the arguments of a few (its invariants
-/// and flowchart coverage); formatting them all was a twentieth of its time.
+/// and flowchart coverage); formatting them all was a twentieth of its time. The copy holds
+/// the raw arguments, passwords included, in this process's memory until the trace is
+/// dropped; only the masked form is ever shown, printed or serialised.
 pub struct TraceArgs {
     shown: std::sync::OnceLock<String>,
     format: Option<Box<dyn Fn() -> String + Send + Sync>>,
