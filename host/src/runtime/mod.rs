@@ -373,37 +373,18 @@ impl Runtime {
     /// replaced file takes effect at once; unchanged content reuses the compiled code.
     pub fn load(&self, plugins_dir: &Path, name: &str) -> Result<LoadedPlugin, Failure> {
         let path = Self::plugin_path(plugins_dir, name);
+        // Pinned: whatever was loaded from this path, without a stat.
         if self.pinned.load(Ordering::Relaxed)
-            && let Some(&(_, digest)) = self.seen.lock().unwrap().get(&path)
-            && let Some(pre) = self.memo.lock().unwrap().get(&digest)
+            && let Some(hit) = self.seen_hit(&path, name, |_| true)
         {
-            return Ok(LoadedPlugin {
-                name: name.into(),
-                digest,
-                cache: CacheOutcome::Hit,
-                pre: pre.clone(),
-            });
+            return Ok(hit);
         }
         // Fast path: the same file (device, inode, size, mtime) as last time. Replacing the file
         // (a rename, or a write that changes mtime) changes its identity and re-reads it.
         let identity = std::fs::metadata(&path).ok().map(|m| FileIdentity::of(&m));
         if let Some(id) = identity {
-            let known = self
-                .seen
-                .lock()
-                .unwrap()
-                .get(&path)
-                .filter(|(i, _)| *i == id)
-                .map(|(_, d)| *d);
-            if let Some(digest) = known
-                && let Some(pre) = self.memo.lock().unwrap().get(&digest)
-            {
-                return Ok(LoadedPlugin {
-                    name: name.into(),
-                    digest,
-                    cache: CacheOutcome::Hit,
-                    pre: pre.clone(),
-                });
+            if let Some(hit) = self.seen_hit(&path, name, |known| *known == id) {
+                return Ok(hit);
             }
             // A fresh process (every `dispatch`): the cache's record of this very file gives
             // its digest, and a verified compiled entry needs no wasm bytes at all. Reading
@@ -453,6 +434,30 @@ impl Runtime {
             }
         }
         Ok(loaded)
+    }
+
+    /// The plugin last loaded from `path`, still compiled in memory, if its recorded identity
+    /// passes `accept`.
+    fn seen_hit(
+        &self,
+        path: &Path,
+        name: &str,
+        accept: impl Fn(&FileIdentity) -> bool,
+    ) -> Option<LoadedPlugin> {
+        let digest = self
+            .seen
+            .lock()
+            .unwrap()
+            .get(path)
+            .filter(|(id, _)| accept(id))
+            .map(|(_, d)| *d)?;
+        let pre = self.memo.lock().unwrap().get(&digest)?.clone();
+        Some(LoadedPlugin {
+            name: name.into(),
+            digest,
+            cache: CacheOutcome::Hit,
+            pre,
+        })
     }
 
     /// Prepare a component from bytes; `path` only names it in errors.
