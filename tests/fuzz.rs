@@ -213,6 +213,32 @@ mod flowchart_coverage {
         );
     }
 
+    /// Every Kubernetes write of a live trace names its object apart from the arguments (the
+    /// fuzzer's own-objects invariant reads it there), and it is the name in the arguments.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn kubernetes_writes_name_their_object_in_the_trace() {
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let plugins = support::root().join("target/plugins");
+        let s = state("tests/data/fresh-3-units.yaml");
+        let unit = "postgresql-k8s/0";
+        let event = scenario::event_for(&s, unit, "leader-elected", &Default::default()).unwrap();
+        let out = scenario::run(&rt, &plugins, s, Some(unit), event, true)
+            .await
+            .unwrap();
+        let mut writes = 0;
+        for t in out.trace() {
+            if t.family != "kubernetes" || t.call.starts_with("get-") || t.call.starts_with("list-")
+            {
+                assert_eq!(t.object, None, "{}{}", t.call, &*t.args);
+                continue;
+            }
+            writes += 1;
+            let named = t.args.split('"').nth(1).unwrap();
+            assert_eq!(t.object.as_deref(), Some(named), "{}{}", t.call, &*t.args);
+        }
+        assert!(writes >= 2, "the fresh leader creates its Services");
+    }
+
     /// The leader's bootstrap: the whole leader path down to Active.
     #[tokio::test(flavor = "multi_thread")]
     async fn the_leader_bootstrap_takes_the_initialisation_path() {

@@ -550,6 +550,7 @@ mod tests {
             call: call.to_owned().into(),
             args: args.into(),
             result: result.to_owned().into(),
+            object: None,
         }
     }
 

@@ -123,7 +123,11 @@ pub fn violation(out: &ScenarioOutput) -> Option<String> {
                 | "patch-statefulset-partition"
         );
         if t.family == "kubernetes" && k8s_write {
-            let name = t.args.split('"').nth(1).unwrap_or("");
+            // A live trace names the object; a trace read back from a file has only `args`.
+            let name = match &t.object {
+                Some(o) => o.as_str(),
+                None => t.args.split('"').nth(1).unwrap_or(""),
+            };
             let patroni_object = name
                 .strip_prefix("patroni-")
                 .is_some_and(|n| n.starts_with(app.as_str()));
@@ -511,6 +515,7 @@ mod tests {
             call: call.into(),
             args: args.into(),
             result: result.into(),
+            object: None,
         }
     }
 
@@ -587,8 +592,20 @@ mod tests {
                 "{own}"
             );
         }
-        let v = violation(&output(w.clone(), w, write("kube-dns"))).unwrap();
+        let v = violation(&output(w.clone(), w.clone(), write("kube-dns"))).unwrap();
         assert!(v.starts_with("Kubernetes write outside"), "{v}");
+        // A live trace's entry names its object apart from the arguments: that name decides.
+        let named = |object: &str, in_args: &str| {
+            let mut t = write(in_args);
+            t[0].object = Some(object.to_owned());
+            violation(&output(w.clone(), w.clone(), t))
+        };
+        assert!(
+            named("kube-dns", APP)
+                .unwrap()
+                .starts_with("Kubernetes write outside")
+        );
+        assert_eq!(named(APP, "kube-dns"), None);
     }
 
     #[test]

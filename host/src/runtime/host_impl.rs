@@ -168,6 +168,7 @@ impl HostState {
                     Ok(_) => Cow::Borrowed("ok"),
                     Err(e) => Cow::Owned(abbreviate(format!("{:?}: {}", e.kind, e.message))),
                 },
+                object: None,
             });
         }
         r
@@ -208,6 +209,20 @@ macro_rules! cap_call {
         let cap = $self.caps.$family.clone();
         let timeout = $timeout && !cap.in_memory();
         $self.guarded(stringify!($family), $wit, args, timeout, async move { cap.$method($($arg),*).await }).await
+    }};
+}
+
+/// A Kubernetes write: a [`cap_call!`] whose trace entry also names the object written.
+macro_rules! k8s_write {
+    ($self:ident, $wit:literal, $object:expr, $method:ident ( $($arg:ident),* )) => {{
+        let object = $self.trace.as_ref().map(|t| (t.len(), $object.clone()));
+        let r = cap_call!($self, kubernetes, $wit, $method($($arg),*));
+        if let (Some((at, object)), Some(trace)) = (object, $self.trace.as_mut())
+            && let Some(entry) = trace.get_mut(at)
+        {
+            entry.object = Some(object);
+        }
+        r
     }};
 }
 
@@ -295,7 +310,8 @@ impl juju::Host for HostState {
             .map(|_| format!("({label:?}, {owner:?}, keys {:?})", keys(&content)).into())
             .unwrap_or_default();
         let cap = self.caps.juju.clone();
-        self.guarded("juju", "secret-add", args, true, async move {
+        let timeout = !cap.in_memory();
+        self.guarded("juju", "secret-add", args, timeout, async move {
             cap.secret_add(label, owner, content).await
         })
         .await
@@ -308,7 +324,8 @@ impl juju::Host for HostState {
             .map(|_| format!("({label:?}, keys {:?})", keys(&content)).into())
             .unwrap_or_default();
         let cap = self.caps.juju.clone();
-        self.guarded("juju", "secret-set", args, true, async move {
+        let timeout = !cap.in_memory();
+        self.guarded("juju", "secret-set", args, timeout, async move {
             cap.secret_set(label, content).await
         })
         .await
@@ -398,21 +415,21 @@ impl kubernetes::Host for HostState {
         cap_call!(self, kubernetes, "get-pod", get_pod(name))
     }
     async fn patch_pod_labels(&mut self, name: String, labels: Vec<Kv>) -> CapResult<()> {
-        cap_call!(
+        k8s_write!(
             self,
-            kubernetes,
             "patch-pod-labels",
+            name,
             patch_pod_labels(name, labels)
         )
     }
     async fn apply_service(&mut self, service: Service) -> CapResult<()> {
-        cap_call!(self, kubernetes, "apply-service", apply_service(service))
+        k8s_write!(self, "apply-service", service.name, apply_service(service))
     }
     async fn get_service(&mut self, name: String) -> CapResult<Service> {
         cap_call!(self, kubernetes, "get-service", get_service(name))
     }
     async fn delete_service(&mut self, name: String) -> CapResult<()> {
-        cap_call!(self, kubernetes, "delete-service", delete_service(name))
+        k8s_write!(self, "delete-service", name, delete_service(name))
     }
     async fn list_services(&mut self, label_selector: Vec<Kv>) -> CapResult<Vec<Service>> {
         cap_call!(
@@ -430,15 +447,15 @@ impl kubernetes::Host for HostState {
         name: String,
         annotations: Vec<(String, Option<String>)>,
     ) -> CapResult<()> {
-        cap_call!(
+        k8s_write!(
             self,
-            kubernetes,
             "patch-endpoints-annotations",
+            name,
             patch_endpoints_annotations(name, annotations)
         )
     }
     async fn delete_endpoints(&mut self, name: String) -> CapResult<()> {
-        cap_call!(self, kubernetes, "delete-endpoints", delete_endpoints(name))
+        k8s_write!(self, "delete-endpoints", name, delete_endpoints(name))
     }
     async fn list_endpoints(&mut self, label_selector: Vec<Kv>) -> CapResult<Vec<Endpoints>> {
         cap_call!(
@@ -454,10 +471,10 @@ impl kubernetes::Host for HostState {
         name: String,
         owners: Vec<OwnerReference>,
     ) -> CapResult<()> {
-        cap_call!(
+        k8s_write!(
             self,
-            kubernetes,
             "set-owner-references",
+            name,
             set_owner_references(kind, name, owners)
         )
     }
@@ -470,10 +487,10 @@ impl kubernetes::Host for HostState {
         )
     }
     async fn patch_statefulset_partition(&mut self, name: String, partition: u32) -> CapResult<()> {
-        cap_call!(
+        k8s_write!(
             self,
-            kubernetes,
             "patch-statefulset-partition",
+            name,
             patch_statefulset_partition(name, partition)
         )
     }
@@ -522,7 +539,8 @@ impl pebble::Host for HostState {
             TraceArgs::default()
         };
         let cap = self.caps.pebble.clone();
-        self.guarded("pebble", "push", args, true, async move {
+        let timeout = !cap.in_memory();
+        self.guarded("pebble", "push", args, timeout, async move {
             cap.push(path, content, permissions, owner, make_dirs).await
         })
         .await

@@ -46,6 +46,11 @@ pub struct TraceEntry {
     pub args: TraceArgs,
     /// `ok`, or the error kind and message.
     pub result: Cow<'static, str>,
+    /// The object a Kubernetes write names, also in `args`: kept apart so that the fuzzer's
+    /// own-objects invariant reads it without formatting every write's arguments. Not part
+    /// of the trace's printed or serialised form.
+    #[serde(skip)]
+    pub object: Option<String>,
 }
 
 /// A capability call's arguments as a trace shows them, formatted the first time they are

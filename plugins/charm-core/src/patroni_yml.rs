@@ -10,6 +10,8 @@
 //! single-quoted instead of corrupting the file. Whitespace-only lines that the template's
 //! Jinja whitespace control leaves behind are not reproduced.
 
+use std::rc::Rc;
+
 use crate::config::Value;
 use crate::names;
 use crate::params::Parameters;
@@ -55,8 +57,9 @@ pub struct PatroniYmlInput {
     pub stanza: Option<String>,
     pub disable_pgbackrest_archiving: bool,
     pub restore: RestoreKeys,
-    /// The computed parameters (module `params`), rendered in order.
-    pub parameters: Parameters,
+    /// The computed parameters (module `params`), rendered in order. Shared: both
+    /// `update_config` runs of one hook use the same ones, built once.
+    pub parameters: Rc<Parameters>,
     /// pg_hba user → databases (comma-separated), in order (spec 3.3.5).
     pub user_databases: Vec<(String, String)>,
     /// PostgreSQL major version, e.g. `14` (see [`major_version`]).

@@ -29,7 +29,9 @@ fn base_input() -> PatroniYmlInput {
         stanza: None,
         disable_pgbackrest_archiving: false,
         restore: RestoreKeys::default(),
-        parameters: params::build_parameters(&config, 2, 4 << 30).unwrap(),
+        parameters: params::build_parameters(&config, 2, 4 << 30)
+            .unwrap()
+            .into(),
         user_databases: vec![
             ("operator".into(), "all".into()),
             ("relation_id_7".into(), "app_db".into()),
@@ -411,7 +413,7 @@ fn hostile_values_stay_valid_yaml_and_missing_passwords_render_none() {
         "default_text_search_config",
         Value::Str("weird: value".into()),
     );
-    input.parameters = parameters;
+    input.parameters = parameters.into();
     let doc = parse(&render(&input));
     let auth = at(&doc, &["postgresql", "authentication"]);
     assert_eq!(auth["superuser"]["password"].as_str(), Some("a: b #c"));

@@ -577,8 +577,16 @@ pub fn update_config(ctx: &mut Ctx) -> HookResult<Result<bool, ConfigProblem>> {
         Err(p) => return Ok(Err(p)),
     };
     // 2. Parameters.
-    let parameters = match params::build_parameters(&config, res.cpu_cores, res.memory_bytes) {
-        Ok(p) => p,
+    let key = (res.cpu_cores, res.memory_bytes);
+    let built = match &ctx.parameters {
+        Some((k, p)) if *k == key => Ok(p.clone()),
+        _ => params::build_parameters(&config, res.cpu_cores, res.memory_bytes).map(Rc::new),
+    };
+    let parameters = match built {
+        Ok(p) => {
+            ctx.parameters = Some((key, p.clone()));
+            p
+        }
         // A generic Exception upstream: the hook fails.
         Err(e @ ParamsError::SharedBuffersTooLarge { .. }) => return Err(HookError(e.to_string())),
         Err(e) => return Ok(Err(ConfigProblem::Invalid(e.to_string()))),
