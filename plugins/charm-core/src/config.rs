@@ -499,7 +499,14 @@ impl CharmConfig {
     /// Names that are not options are ignored, as the pydantic model ignores extra fields.
     /// A later pair for the same name wins.
     pub fn from_pairs(pairs: &[(String, Value)]) -> Result<CharmConfig, ConfigError> {
-        let mut raw: Vec<Option<Value>> = OPTIONS.iter().map(|o| o.default.into()).collect();
+        CharmConfig::from_owned_pairs(pairs.to_vec())
+    }
+
+    /// [`CharmConfig::from_pairs`], taking the values instead of copying them: `config-get`
+    /// reports every option, and a hook reads the config once.
+    pub fn from_owned_pairs(pairs: Vec<(String, Value)>) -> Result<CharmConfig, ConfigError> {
+        let mut raw: Vec<Option<Value>> = vec![None; OPTIONS.len()];
+        let mut given = vec![false; OPTIONS.len()];
         // `config-get` lists options in name order, as OPTIONS is: try the slot after the
         // previous match before searching (string compares are slow in wasm).
         let mut next = 0;
@@ -509,8 +516,15 @@ impl CharmConfig {
                 _ => OPTIONS.binary_search_by(|o| o.name.cmp(name.as_str())).ok(),
             };
             if let Some(i) = found {
-                raw[i] = Some(value.clone());
+                raw[i] = Some(value);
+                given[i] = true;
                 next = i + 1;
+            }
+        }
+        // Defaults only where no value was given: most string defaults are never built.
+        for ((slot, given), spec) in raw.iter_mut().zip(given).zip(OPTIONS) {
+            if !given {
+                *slot = spec.default.into();
             }
         }
         let mut errors = Vec::new();
@@ -700,7 +714,10 @@ fn validate(spec: &OptionSpec, value: Value) -> Result<Value, OptionProblem> {
         OptionType::Int => Value::Int(coerce_int(&value).ok_or_else(|| wrong_type(&value))?),
         OptionType::Float => Value::Float(coerce_float(&value).ok_or_else(|| wrong_type(&value))?),
         // pydantic v1's str validator turns numbers into their str(); so do we.
-        OptionType::String => Value::Str(value.python_str()),
+        OptionType::String => match value {
+            Value::Str(s) => Value::Str(s),
+            other => Value::Str(other.python_str()),
+        },
     };
     match (spec.rule, &typed) {
         (Rule::OneOf(allowed), Value::Str(s)) if !allowed.contains(&s.as_str()) => {

@@ -30,6 +30,23 @@ pub fn float_repr(value: f64) -> String {
         }
         .to_owned();
     }
+    // In Python's fixed range, Rust's `{}` prints the same shortest round-trip digits, without
+    // an exponent: only the `.0` of an integral value is missing. One format instead of the
+    // general path's several (it runs for every float in `patroni.yml` and the config hash).
+    // The bounds are exact: a double below 1e-4 (or 1e16) has its shortest digits below too.
+    if (1e-4..1e16).contains(&value.abs()) {
+        let mut fixed = format!("{value}");
+        if !fixed.contains('.') {
+            fixed.push_str(".0");
+        }
+        return fixed;
+    }
+    scientific_repr(value)
+}
+
+/// [`float_repr`] from `{:e}`'s digits and exponent: every finite non-zero value, in either
+/// notation.
+fn scientific_repr(value: f64) -> String {
     // Rust's `{:e}` also yields the shortest round-trip digits, e.g. `1.2345e3`, `5e-3`.
     let sci = format!("{:e}", value.abs());
     let (mantissa, exp) = sci.split_once('e').expect("`{:e}` always has an exponent");
@@ -139,6 +156,34 @@ mod tests {
         ];
         for (value, expected) in cases {
             assert_eq!(float_repr(*value), *expected, "repr({value:?})");
+        }
+    }
+
+    /// The fixed-range shortcut prints what the general path prints, at the range's edges and
+    /// across magnitudes, signs and digit counts.
+    #[test]
+    fn the_fixed_range_shortcut_agrees_with_the_general_path() {
+        let mut values = vec![1e-4, 1e16, 9.999999999999999e15, 0.3 - 0.2, 0.1 + 0.2];
+        values.push(f64::from_bits(1e-4f64.to_bits() - 1));
+        values.push(f64::from_bits(1e-4f64.to_bits() + 1));
+        values.push(f64::from_bits(1e16f64.to_bits() - 1));
+        // A fixed xorshift walk over doubles between 1e-6 and 1e18.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mantissa = (x >> 11) as f64 / (1u64 << 53) as f64;
+            let exp = (x % 25) as i32 - 6;
+            values.push(mantissa * 10f64.powi(exp));
+            values.push(((x >> 40) as f64) * 10f64.powi(exp - 8));
+        }
+        for v in values {
+            for v in [v, -v] {
+                if v != 0.0 {
+                    assert_eq!(float_repr(v), scientific_repr(v), "repr({v:?})");
+                }
+            }
         }
     }
 

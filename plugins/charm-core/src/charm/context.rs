@@ -325,7 +325,7 @@ impl Ctx {
                     (nv.name, v)
                 })
                 .collect();
-            self.config = Some(CharmConfig::from_pairs(&pairs).map(Rc::new));
+            self.config = Some(CharmConfig::from_owned_pairs(pairs).map(Rc::new));
         }
         Ok(self.config.clone().unwrap())
     }
