@@ -17,6 +17,7 @@
 
 pub mod catalogue;
 pub mod coverage;
+pub mod targets;
 pub mod worlds;
 
 use std::path::{Path, PathBuf};
