@@ -579,7 +579,11 @@ async fn patroni_https_needs_a_usable_ca() {
 
 // ---- PostgreSQL -----------------------------------------------------------------------------------
 
-/// A fake PostgreSQL: reads the startup packet, then acts.
+/// The code of the protocol's SSLRequest packet (length 8, then this).
+const SSL_REQUEST: [u8; 4] = 80877103u32.to_be_bytes();
+
+/// A fake PostgreSQL: declines TLS as a server without it does (`N` to the SSLRequest the
+/// backend sends first, libpq's `sslmode=prefer`), reads the startup packet, then acts.
 async fn fake_pg(action: Action) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -587,12 +591,18 @@ async fn fake_pg(action: Action) -> u16 {
         while let Ok((mut s, _)) = listener.accept().await {
             let action = action.clone();
             tokio::spawn(async move {
-                let mut len = [0u8; 4];
-                if s.read_exact(&mut len).await.is_err() {
-                    return;
+                loop {
+                    let mut len = [0u8; 4];
+                    if s.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut packet = vec![0u8; u32::from_be_bytes(len).saturating_sub(4) as usize];
+                    let _ = s.read_exact(&mut packet).await;
+                    if packet != SSL_REQUEST {
+                        break;
+                    }
+                    let _ = s.write_all(b"N").await;
                 }
-                let mut rest = vec![0u8; u32::from_be_bytes(len).saturating_sub(4) as usize];
-                let _ = s.read_exact(&mut rest).await;
                 match action {
                     Action::Reply(b) => {
                         let _ = s.write_all(&b).await;
@@ -709,6 +719,31 @@ async fn postgresql_misbehaving_servers() {
             t0.elapsed()
         );
     }
+
+    // A server that agrees to TLS and then answers the handshake with garbage: other, in
+    // bounded time, naming the operation.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut request = [0u8; 8];
+            if s.read_exact(&mut request).await.is_ok() && request[4..] == SSL_REQUEST {
+                let _ = s.write_all(b"S").await;
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+            let _ = s.shutdown().await;
+        }
+    });
+    let t0 = Instant::now();
+    let e = assert_kind(
+        pg_for(port).list_users(conn(PgTarget::OwnUnit)).await,
+        ErrorKind::Other,
+    );
+    assert!(
+        e.message.contains("list-users on operator@127.0.0.1"),
+        "{e:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
 
     // A server that accepts and then says nothing: the operation timeout.
     let port = fake_pg(Action::Hang).await;

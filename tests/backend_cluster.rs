@@ -1043,3 +1043,189 @@ async fn patroni_restart_and_reinitialize() {
     .await;
     c.wait_ready().unwrap();
 }
+
+/// A standalone PostgreSQL (not the Patroni cluster) with TLS on and only `hostssl` lines in
+/// pg_hba, as the charm's `patroni.yml` has them once TLS is enabled: a plain connection is
+/// refused there. Stopped (fast shutdown) and removed when dropped.
+mod tls_server {
+    use std::os::unix::process::CommandExt;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use crate::backend_tools::{free_ports, pg_bin_dir};
+
+    pub const PASSWORD: &str = "tls-superuser-pass";
+
+    pub struct TlsServer {
+        pub dir: PathBuf,
+        pub port: u16,
+        child: Child,
+    }
+
+    fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+            .arg(program)
+            .process_group(0);
+        cmd
+    }
+
+    fn ok(cmd: &mut Command, what: &str) {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    impl TlsServer {
+        pub fn start() -> TlsServer {
+            let dir = PathBuf::from(format!("/dev/shm/charm-host-tls-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            ok(
+                Command::new("openssl")
+                    .args([
+                        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    ])
+                    .args(["-subj", "/CN=postgresql-k8s-0.postgresql-k8s-endpoints"])
+                    .arg("-keyout")
+                    .arg(dir.join("server.key"))
+                    .arg("-out")
+                    .arg(dir.join("server.crt")),
+                "openssl req",
+            );
+            std::fs::write(dir.join("pw"), PASSWORD).unwrap();
+            ok(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&dir),
+                "chown",
+            );
+            ok(
+                Command::new("chmod").arg("600").arg(dir.join("server.key")),
+                "chmod",
+            );
+            let bin = pg_bin_dir();
+            ok(
+                as_postgres(bin.join("initdb"))
+                    .arg("-D")
+                    .arg(dir.join("data"))
+                    .args([
+                        "-U",
+                        "postgres",
+                        "--auth-local=trust",
+                        "--auth-host=scram-sha-256",
+                    ])
+                    .arg(format!("--pwfile={}", dir.join("pw").display())),
+                "initdb",
+            );
+            std::fs::write(
+                dir.join("data/pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            )
+            .unwrap();
+            let port = free_ports(1)[0];
+            let child = as_postgres(bin.join("postgres"))
+                .arg("-D")
+                .arg(dir.join("data"))
+                .args(["-c", &format!("port={port}")])
+                .args(["-c", "listen_addresses=127.0.0.1"])
+                .args(["-c", &format!("unix_socket_directories={}", dir.display())])
+                .args(["-c", "ssl=on"])
+                .args([
+                    "-c",
+                    &format!("ssl_cert_file={}", dir.join("server.crt").display()),
+                ])
+                .args([
+                    "-c",
+                    &format!("ssl_key_file={}", dir.join("server.key").display()),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let server = TlsServer { dir, port, child };
+            let t0 = Instant::now();
+            // Ready when the server answers on its socket (pg_isready, as upstream's tooling).
+            while !Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(60),
+                    "PostgreSQL did not start"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            server
+        }
+    }
+
+    impl Drop for TlsServer {
+        fn drop(&mut self) {
+            // SIGINT: PostgreSQL's fast shutdown.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Once the charm enables TLS, pg_hba has only `hostssl` lines. The backend connects as
+/// upstream's psycopg2 does (libpq's `sslmode=prefer`), so its operations still work there,
+/// where a plain-text connection is refused.
+#[tokio::test]
+async fn postgresql_uses_tls_where_the_server_requires_it() {
+    let server = tls_server::TlsServer::start();
+    // The control: without TLS the server refuses this login.
+    let plain = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(server.port)
+        .user("postgres")
+        .password(tls_server::PASSWORD)
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await;
+    let refused = plain.err().expect("a plain connection is refused");
+    let why = refused.as_db_error().map(|d| d.message().to_owned());
+    assert!(
+        why.as_deref().is_some_and(|m| m.contains("no encryption")),
+        "{refused:?}"
+    );
+
+    let own = "postgresql-k8s-0.postgresql-k8s-endpoints";
+    let targets = charm_host::backends::Targets {
+        own_unit: own.into(),
+        primary_service: "primary-service".into(),
+        default_port: 5432,
+        overrides: Default::default(),
+        resolver: None,
+    }
+    .with_override(own, "127.0.0.1", server.port);
+    let pg = charm_host::backends::PostgresqlBackend::new(
+        charm_host::backends::PostgresqlConfig::new(targets),
+    );
+    let conn = Connection {
+        at: PgTarget::OwnUnit,
+        user: "postgres".into(),
+        password: tls_server::PASSWORD.into(),
+        database: None,
+    };
+    let users = pg.list_users(conn.clone()).await.unwrap();
+    assert!(users.iter().any(|u| u == "postgres"), "{users:?}");
+    assert!(
+        pg.ssl_enabled(conn.clone()).await.unwrap(),
+        "the server has ssl on"
+    );
+    // A wrong password is still told apart from a TLS problem.
+    let wrong = Connection {
+        password: "nope".into(),
+        ..conn
+    };
+    assert_kind(pg.list_users(wrong).await, ErrorKind::Forbidden);
+}

@@ -6,10 +6,10 @@
 //! string holding several commands, so even a quoting bug could not smuggle in a second one.
 //!
 //! Connections follow upstream's `_connect_to_database`: a fresh connection per operation, as
-//! `user` to `database` (default `postgres`), autocommit, TCP connect timeout 1 s. No TLS yet
-//! (upstream's libpq default `sslmode=prefer` would use it when offered; the charm's pg_hba
-//! accepts plain `host` lines). Multi-statement operations that must not half-apply run in one
-//! transaction.
+//! `user` to `database` (default `postgres`), autocommit, TCP connect timeout 1 s, and TLS as
+//! psycopg2 gets it from libpq's default `sslmode=prefer` (see [`prefer_tls`]): once the charm
+//! enables TLS its pg_hba has only `hostssl` lines, which refuse a plain connection.
+//! Multi-statement operations that must not half-apply run in one transaction.
 //!
 //! Errors keep the server's message, SQLSTATE, detail and hint, and name the operation and the
 //! place (`user@host:port/database`). Kinds:
@@ -31,8 +31,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::TcpStream;
+use tokio_postgres::Client;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{Targets, host_port};
 use crate::bindings::postgresql::{Connection, ExtensionToggle, Target, UserSpec};
@@ -83,6 +86,73 @@ impl PostgresqlConfig {
 /// [`Postgresql`] against a real server.
 pub struct PostgresqlBackend {
     config: PostgresqlConfig,
+    tls: MakeRustlsConnect,
+}
+
+/// TLS the way libpq's default `sslmode=prefer` does it, which is what upstream's psycopg2
+/// connections use: ask the server for TLS and use it when offered, continue in plain text when
+/// the server has none. As under libpq's `prefer` (and `require`), the server certificate is not
+/// checked against a CA: that is `verify-ca`/`verify-full`, which upstream does not ask for. The
+/// handshake's signature is still verified against the certificate the server presents.
+fn prefer_tls() -> MakeRustlsConnect {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(UncheckedServerCert(provider)))
+        .with_no_client_auth();
+    MakeRustlsConnect::new(config)
+}
+
+/// Accepts any server certificate (libpq `sslmode=prefer`), but checks the handshake signatures
+/// with the provider's algorithms, so the server must hold the certificate's key.
+#[derive(Debug)]
+struct UncheckedServerCert(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for UncheckedServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// Where one operation connects, for messages (never carries the password).
@@ -201,7 +271,10 @@ fn pg_error(op: &str, place: &Place, e: &tokio_postgres::Error) -> Error {
 
 impl PostgresqlBackend {
     pub fn new(config: PostgresqlConfig) -> Self {
-        PostgresqlBackend { config }
+        PostgresqlBackend {
+            config,
+            tls: prefer_tls(),
+        }
     }
 
     /// [`PostgresqlConfig::production`].
@@ -287,9 +360,17 @@ impl PostgresqlBackend {
         cfg.user(&place.user)
             .password(password)
             .dbname(&place.database)
-            .application_name(&self.config.application_name);
+            .application_name(&self.config.application_name)
+            .ssl_mode(SslMode::Prefer);
+        let tls = MakeTlsConnect::<TcpStream>::make_tls_connect(&mut self.tls.clone(), &place.host)
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "{op} on {place}: cannot set up TLS for {}: {e}",
+                    place.host
+                ))
+            })?;
         let (client, connection) = cfg
-            .connect_raw(stream, NoTls)
+            .connect_raw(stream, tls)
             .await
             .map_err(|e| pg_error(op, place, &e))?;
         // The connection future drives the socket; it ends when the client is dropped.
