@@ -181,10 +181,9 @@ impl UnitSession {
     /// Fail with an injected fault if a rule matches.
     pub(crate) fn fault(&self, g: &mut Inner, family: &str, call: &str) -> CapResult<()> {
         use rand::RngExt;
-        let unit = self.unit.clone();
         let Inner { state, rng } = g;
         for f in state.faults.iter_mut() {
-            if !f.matches(family, call, &unit) {
+            if !f.matches(family, call, &self.unit) {
                 continue;
             }
             if let Some(p) = f.probability
