@@ -720,16 +720,36 @@ async fn postgresql_misbehaving_servers() {
         );
     }
 
-    // A server that agrees to TLS and then answers the handshake with garbage: other, in
-    // bounded time, naming the operation.
+    // A server that agrees to TLS and then answers the handshake with garbage. As libpq's
+    // `sslmode=prefer`, the backend makes one more connection, in plain text, and that one's
+    // outcome is the operation's: here the server refuses the password (forbidden), and the
+    // message tells both attempts. In bounded time, naming the operation.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<&str>::new()));
+    let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             let mut request = [0u8; 8];
-            if s.read_exact(&mut request).await.is_ok() && request[4..] == SSL_REQUEST {
+            if s.read_exact(&mut request).await.is_err() {
+                continue;
+            }
+            if request[4..] == SSL_REQUEST {
+                log.lock().unwrap().push("tls");
                 let _ = s.write_all(b"S").await;
                 let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            } else {
+                // A plain startup packet: read the rest of it, refuse the login.
+                log.lock().unwrap().push("plain");
+                let len = u32::from_be_bytes(request[..4].try_into().unwrap()) as usize;
+                let mut rest = vec![0u8; len.saturating_sub(8)];
+                let _ = s.read_exact(&mut rest).await;
+                let _ = s
+                    .write_all(&pg_error_response(
+                        "28P01",
+                        "password authentication failed for user \"operator\"",
+                    ))
+                    .await;
             }
             let _ = s.shutdown().await;
         }
@@ -737,13 +757,51 @@ async fn postgresql_misbehaving_servers() {
     let t0 = Instant::now();
     let e = assert_kind(
         pg_for(port).list_users(conn(PgTarget::OwnUnit)).await,
-        ErrorKind::Other,
+        ErrorKind::Forbidden,
     );
     assert!(
-        e.message.contains("list-users on operator@127.0.0.1"),
+        e.message.contains("list-users on operator@127.0.0.1")
+            && e.message.contains("TLS handshake")
+            && e.message.contains("retried without TLS")
+            && e.message.contains("28P01"),
         "{e:?}"
     );
+    assert_eq!(*seen.lock().unwrap(), ["tls", "plain"]);
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+
+    // A server without TLS that refuses the login: no second attempt (libpq retries only a
+    // connection the server took over TLS).
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = connections.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut request = [0u8; 8];
+            if s.read_exact(&mut request).await.is_ok() && request[4..] == SSL_REQUEST {
+                let _ = s.write_all(b"N").await;
+                let mut len = [0u8; 4];
+                if s.read_exact(&mut len).await.is_ok() {
+                    let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                    let _ = s.read_exact(&mut rest).await;
+                }
+                let _ = s
+                    .write_all(&pg_error_response(
+                        "28P01",
+                        "password authentication failed",
+                    ))
+                    .await;
+            }
+            let _ = s.shutdown().await;
+        }
+    });
+    let e = assert_kind(
+        pg_for(port).list_users(conn(PgTarget::OwnUnit)).await,
+        ErrorKind::Forbidden,
+    );
+    assert!(!e.message.contains("retried"), "{e:?}");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // A server that accepts and then says nothing: the operation timeout.
     let port = fake_pg(Action::Hang).await;

@@ -1082,7 +1082,8 @@ mod tls_server {
     }
 
     impl TlsServer {
-        pub fn start() -> TlsServer {
+        /// A PostgreSQL with `ssl=on` and this `pg_hba.conf`.
+        pub fn start(pg_hba: &str) -> TlsServer {
             let dir = PathBuf::from(format!("/dev/shm/charm-host-tls-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
@@ -1123,11 +1124,7 @@ mod tls_server {
                     .arg(format!("--pwfile={}", dir.join("pw").display())),
                 "initdb",
             );
-            std::fs::write(
-                dir.join("data/pg_hba.conf"),
-                "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
-            )
-            .unwrap();
+            std::fs::write(dir.join("data/pg_hba.conf"), pg_hba).unwrap();
             let port = free_ports(1)[0];
             let child = as_postgres(bin.join("postgres"))
                 .arg("-D")
@@ -1181,7 +1178,9 @@ mod tls_server {
 /// where a plain-text connection is refused.
 #[tokio::test]
 async fn postgresql_uses_tls_where_the_server_requires_it() {
-    let server = tls_server::TlsServer::start();
+    let server = tls_server::TlsServer::start(
+        "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+    );
     // The control: without TLS the server refuses this login.
     let plain = tokio_postgres::Config::new()
         .host("127.0.0.1")
@@ -1228,4 +1227,62 @@ async fn postgresql_uses_tls_where_the_server_requires_it() {
         ..conn
     };
     assert_kind(pg.list_users(wrong).await, ErrorKind::Forbidden);
+}
+
+/// libpq's `sslmode=prefer` retries once in plain text when the server took the connection over
+/// TLS and then refused it. Here pg_hba has only `hostnossl` lines: a TLS login is refused, the
+/// backend's retry in plain text gets in.
+#[tokio::test]
+async fn postgresql_retries_in_plain_text_where_the_server_refuses_tls_logins() {
+    let server = tls_server::TlsServer::start(
+        "local all all trust\nhostnossl all all 127.0.0.1/32 scram-sha-256\n",
+    );
+    // The control: a client that insists on TLS is refused.
+    let out = std::process::Command::new(backend_tools::pg_bin_dir().join("psql"))
+        .arg(format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require",
+            server.port
+        ))
+        .args(["-c", "SELECT 1"])
+        .env("PGPASSWORD", tls_server::PASSWORD)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("no pg_hba.conf entry"),
+        "{stderr}"
+    );
+
+    let own = "postgresql-k8s-0.postgresql-k8s-endpoints";
+    let targets = charm_host::backends::Targets {
+        own_unit: own.into(),
+        primary_service: "primary-service".into(),
+        default_port: 5432,
+        overrides: Default::default(),
+        resolver: None,
+    }
+    .with_override(own, "127.0.0.1", server.port);
+    let pg = charm_host::backends::PostgresqlBackend::new(
+        charm_host::backends::PostgresqlConfig::new(targets),
+    );
+    let conn = Connection {
+        at: PgTarget::OwnUnit,
+        user: "postgres".into(),
+        password: tls_server::PASSWORD.into(),
+        database: None,
+    };
+    let users = pg.list_users(conn.clone()).await.unwrap();
+    assert!(users.iter().any(|u| u == "postgres"), "{users:?}");
+    // A wrong password fails both attempts: forbidden, and the message tells both.
+    let wrong = Connection {
+        password: "nope".into(),
+        ..conn
+    };
+    let e = assert_kind(pg.list_users(wrong).await, ErrorKind::Forbidden);
+    assert!(
+        e.message.contains("no pg_hba.conf entry")
+            && e.message.contains("retried without TLS")
+            && e.message.contains("password authentication failed"),
+        "{e:?}"
+    );
 }

@@ -7,8 +7,9 @@
 //!
 //! Connections follow upstream's `_connect_to_database`: a fresh connection per operation, as
 //! `user` to `database` (default `postgres`), autocommit, TCP connect timeout 1 s, and TLS as
-//! psycopg2 gets it from libpq's default `sslmode=prefer` (see [`prefer_tls`]): once the charm
-//! enables TLS its pg_hba has only `hostssl` lines, which refuse a plain connection.
+//! psycopg2 gets it from libpq's default `sslmode=prefer` (see [`prefer_tls`]), with its one
+//! plain-text retry (see `connect`): once the charm enables TLS its pg_hba has only `hostssl`
+//! lines, which refuse a plain connection.
 //! Multi-statement operations that must not half-apply run in one transaction.
 //!
 //! Errors keep the server's message, SQLSTATE, detail and hint, and name the operation and the
@@ -27,6 +28,9 @@
 //! - anything else → `other`.
 
 use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,7 +38,7 @@ use tokio::net::TcpStream;
 use tokio_postgres::Client;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{Targets, host_port};
@@ -91,7 +95,7 @@ pub struct PostgresqlBackend {
 
 /// TLS the way libpq's default `sslmode=prefer` does it, which is what upstream's psycopg2
 /// connections use: ask the server for TLS and use it when offered, continue in plain text when
-/// the server has none. As under libpq's `prefer` (and `require`), the server certificate is not
+/// the server has none or the TLS attempt fails. As under libpq's `prefer` (and `require`), the server certificate is not
 /// checked against a CA: that is `verify-ca`/`verify-full`, which upstream does not ask for. The
 /// handshake's signature is still verified against the certificate the server presents.
 fn prefer_tls() -> MakeRustlsConnect {
@@ -153,6 +157,37 @@ impl rustls::client::danger::ServerCertVerifier for UncheckedServerCert {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// The TLS connector, noting whether the server agreed to TLS: tokio-postgres calls it only
+/// after the server answered the SSLRequest with `S`. libpq retries in plain text only then.
+struct TrackedTls<T> {
+    inner: T,
+    agreed: Arc<AtomicBool>,
+}
+
+impl<S, T: TlsConnect<S>> TlsConnect<S> for TrackedTls<T> {
+    type Stream = T::Stream;
+    type Error = T::Error;
+    type Future = T::Future;
+
+    fn connect(self, stream: S) -> Self::Future {
+        self.agreed.store(true, Ordering::Relaxed);
+        self.inner.connect(stream)
+    }
+}
+
+/// The connection future drives the socket; it ends when the client is dropped.
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgresql connection ended with an error");
+        }
+    });
 }
 
 /// Where one operation connects, for messages (never carries the password).
@@ -305,7 +340,87 @@ impl PostgresqlBackend {
 
     /// Resolves and connects the TCP socket ourselves (so refused, DNS and timeout failures are
     /// told apart exactly), then runs PostgreSQL's startup and authentication over it.
+    ///
+    /// TLS follows libpq's `sslmode=prefer` to the end: when the server agreed to TLS and the
+    /// attempt then failed (a broken handshake, or an error from the server during startup, such
+    /// as a pg_hba with only `hostnossl` lines), one more connection to the same address is made
+    /// in plain text, and its outcome is the operation's. "Cannot connect now" (57P03) is not
+    /// retried, as libpq does not: a plain connection would find the server in the same state.
     async fn connect(&self, op: &str, place: &Place, password: &str) -> CapResult<Client> {
+        let (stream, addr) = self.open_socket(op, place).await?;
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.user(&place.user)
+            .password(password)
+            .dbname(&place.database)
+            .application_name(&self.config.application_name)
+            .ssl_mode(SslMode::Prefer);
+        let tls = MakeTlsConnect::<TcpStream>::make_tls_connect(&mut self.tls.clone(), &place.host)
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "{op} on {place}: cannot set up TLS for {}: {e}",
+                    place.host
+                ))
+            })?;
+        let agreed = Arc::new(AtomicBool::new(false));
+        let tracked = TrackedTls {
+            inner: tls,
+            agreed: agreed.clone(),
+        };
+        let over_tls = match cfg.connect_raw(stream, tracked).await {
+            Ok((client, connection)) => {
+                spawn_connection(connection);
+                return Ok(client);
+            }
+            Err(e) => e,
+        };
+        let cannot_connect_now = over_tls.code() == Some(&SqlState::CANNOT_CONNECT_NOW);
+        if !agreed.load(Ordering::Relaxed) || cannot_connect_now {
+            return Err(pg_error(op, place, &over_tls));
+        }
+        let over_tls = pg_error(op, place, &over_tls);
+        tracing::debug!(error = %over_tls.message, "retrying without TLS (libpq sslmode=prefer)");
+        let stream =
+            match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return Err(Error::unreachable(format!(
+                        "{}; retrying without TLS: cannot connect to {addr}: {e}",
+                        over_tls.message
+                    )));
+                }
+                Err(_) => {
+                    return Err(Error::timeout(format!(
+                        "{}; retrying without TLS: connecting to {addr} took over {:?}",
+                        over_tls.message, self.config.connect_timeout
+                    )));
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        cfg.ssl_mode(SslMode::Disable);
+        match cfg.connect_raw(stream, tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                spawn_connection(connection);
+                Ok(client)
+            }
+            Err(e) => {
+                let plain = pg_error(op, place, &e);
+                // Both attempts' messages, as libpq reports them; the place is said once.
+                let prefix = format!("{op} on {place}: ");
+                let second = plain
+                    .message
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&plain.message);
+                Err(Error::new(
+                    plain.kind,
+                    format!("{}; retried without TLS: {second}", over_tls.message),
+                ))
+            }
+        }
+    }
+
+    /// The first of the host's addresses that accepts a TCP connection, and that address.
+    async fn open_socket(&self, op: &str, place: &Place) -> CapResult<(TcpStream, SocketAddr)> {
         let limit = self.config.connect_timeout;
         let addrs: Vec<_> = match tokio::time::timeout(
             limit,
@@ -328,12 +443,11 @@ impl PostgresqlBackend {
             }
         };
         let mut last: Option<Error> = None;
-        let mut stream = None;
         for addr in &addrs {
             match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => {
-                    stream = Some(s);
-                    break;
+                    let _ = s.set_nodelay(true);
+                    return Ok((s, *addr));
                 }
                 Ok(Err(e)) => {
                     last = Some(Error::unreachable(format!(
@@ -347,39 +461,9 @@ impl PostgresqlBackend {
                 }
             }
         }
-        let stream = match stream {
-            Some(s) => s,
-            None => {
-                return Err(last.unwrap_or_else(|| {
-                    Error::unreachable(format!("{op} on {place}: {} has no address", place.host))
-                }));
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.user(&place.user)
-            .password(password)
-            .dbname(&place.database)
-            .application_name(&self.config.application_name)
-            .ssl_mode(SslMode::Prefer);
-        let tls = MakeTlsConnect::<TcpStream>::make_tls_connect(&mut self.tls.clone(), &place.host)
-            .map_err(|e| {
-                Error::invalid(format!(
-                    "{op} on {place}: cannot set up TLS for {}: {e}",
-                    place.host
-                ))
-            })?;
-        let (client, connection) = cfg
-            .connect_raw(stream, tls)
-            .await
-            .map_err(|e| pg_error(op, place, &e))?;
-        // The connection future drives the socket; it ends when the client is dropped.
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgresql connection ended with an error");
-            }
-        });
-        Ok(client)
+        Err(last.unwrap_or_else(|| {
+            Error::unreachable(format!("{op} on {place}: {} has no address", place.host))
+        }))
     }
 
     /// Runs one operation: connect as `conn` (to `database` when given), then `body`, all

@@ -16,6 +16,7 @@ use crate::world::{UnitState, World, WorldState, check};
 
 /// A world state file: parsing and the consistency checker never panic, and a state that
 /// parses and checks survives a YAML round trip, still consistent.
+///
 /// Accepted: the state parsed and is consistent.
 pub fn state_parser(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
