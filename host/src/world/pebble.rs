@@ -454,7 +454,10 @@ impl Pebble for UnitSession {
                 path.clone(),
                 FileState {
                     directory: false,
-                    content: String::from_utf8_lossy(&content).into_owned(),
+                    // Valid UTF-8 (every file the charm writes) is taken as is, not copied.
+                    content: String::from_utf8(content).unwrap_or_else(|e| {
+                        String::from_utf8_lossy(e.as_bytes()).into_owned()
+                    }),
                     permissions: permissions.unwrap_or(0o644),
                     user,
                     group,
