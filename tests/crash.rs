@@ -17,8 +17,10 @@ const UNIT: &str = "postgresql-k8s/0";
 
 /// A unit with two deferred events: `a` will complete when re-emitted, `b` defers again.
 fn base_state() -> WorldState {
-    let mut s = WorldState::default();
-    s.leader = Some(UNIT.into());
+    let mut s = WorldState {
+        leader: Some(UNIT.into()),
+        ..Default::default()
+    };
     let mut u = UnitState::default();
     let q = Queue {
         version: 1,

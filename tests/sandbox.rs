@@ -16,8 +16,10 @@ use support::{install, plugins_dir, test_plugin};
 const UNIT: &str = "postgresql-k8s/0";
 
 fn world() -> World {
-    let mut s = WorldState::default();
-    s.leader = Some(UNIT.into());
+    let mut s = WorldState {
+        leader: Some(UNIT.into()),
+        ..Default::default()
+    };
     s.units.insert(UNIT.into(), UnitState::default());
     World::new(s)
 }

@@ -853,7 +853,7 @@ impl<'a> Simulator<'a> {
 
     fn unconverged_in(&self, s: &WorldState) -> Vec<String> {
         let mut why = Vec::new();
-        let pd_app = peer_app_bag(&s);
+        let pd_app = peer_app_bag(s);
         let endpoints: Vec<String> = pd_app
             .get("endpoints")
             .and_then(|r| serde_json::from_str(r).ok())

@@ -66,9 +66,11 @@ pub fn sts_owner() -> OwnerRef {
 /// one node, Juju's Services, the peer, upgrade and restart relations with every unit, Pebble
 /// up with the workload's snap metadata. Nothing has run yet.
 pub fn deployment(n: usize) -> WorldState {
-    let mut s = WorldState::default();
-    s.app = APP.into();
-    s.leader = Some(unit(0));
+    let mut s = WorldState {
+        app: APP.into(),
+        leader: Some(unit(0)),
+        ..Default::default()
+    };
     let units: Vec<String> = (0..n).map(unit).collect();
     for u in &units {
         let mut us = UnitState::default();

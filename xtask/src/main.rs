@@ -364,7 +364,7 @@ fn pack() -> Result<PathBuf> {
 fn pack_built(root: &Path) -> Result<PathBuf> {
     let triple = host_triple()?;
     run(cargo()
-        .current_dir(&root)
+        .current_dir(root)
         .args([
             "build",
             "--release",

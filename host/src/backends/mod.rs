@@ -150,42 +150,6 @@ pub(crate) fn pebble_error(e: pebble_client::Error) -> Error {
     Error::new(kind, e.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn production_names_follow_the_charm() {
-        let t = Targets::for_unit("postgresql-k8s", 2, "dev", 8008);
-        assert_eq!(t.own_unit, "postgresql-k8s-2.postgresql-k8s-endpoints");
-        assert_eq!(
-            t.primary_service,
-            "postgresql-k8s-primary.dev.svc.cluster.local"
-        );
-        assert_eq!(t.resolve(&t.own_unit), (t.own_unit.clone(), 8008));
-    }
-
-    #[test]
-    fn resolver_beats_overrides_beats_default() {
-        let t = Targets::for_unit("pg", 0, "ns", 5432)
-            .with_override("a", "127.0.0.1", 1)
-            .with_override("b", "127.0.0.1", 2)
-            .with_resolver(|h| (h == "b").then(|| ("::1".to_string(), 3)));
-        assert_eq!(t.resolve("a"), ("127.0.0.1".into(), 1));
-        assert_eq!(t.resolve("b"), ("::1".into(), 3));
-        assert_eq!(t.resolve("c"), ("c".into(), 5432));
-        assert_eq!(host_port("::1", 3), "[::1]:3");
-    }
-
-    #[test]
-    fn snippets_are_bounded() {
-        let long = vec![b'x'; 5000];
-        let s = snippet(&long);
-        assert!(s.len() < 400 && s.ends_with("(5000 bytes in all)"), "{s}");
-        assert_eq!(snippet(b"  short \n"), "short");
-    }
-}
-
 /// Every capability family from the production backends, as a hook under Juju sees them:
 /// identity from `JUJU_UNIT_NAME` and `JUJU_MODEL_NAME` (the model is the namespace), Juju
 /// through the hook tools (`juju`, made by the caller first so its reads can start early),
@@ -233,4 +197,40 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_names_follow_the_charm() {
+        let t = Targets::for_unit("postgresql-k8s", 2, "dev", 8008);
+        assert_eq!(t.own_unit, "postgresql-k8s-2.postgresql-k8s-endpoints");
+        assert_eq!(
+            t.primary_service,
+            "postgresql-k8s-primary.dev.svc.cluster.local"
+        );
+        assert_eq!(t.resolve(&t.own_unit), (t.own_unit.clone(), 8008));
+    }
+
+    #[test]
+    fn resolver_beats_overrides_beats_default() {
+        let t = Targets::for_unit("pg", 0, "ns", 5432)
+            .with_override("a", "127.0.0.1", 1)
+            .with_override("b", "127.0.0.1", 2)
+            .with_resolver(|h| (h == "b").then(|| ("::1".to_string(), 3)));
+        assert_eq!(t.resolve("a"), ("127.0.0.1".into(), 1));
+        assert_eq!(t.resolve("b"), ("::1".into(), 3));
+        assert_eq!(t.resolve("c"), ("c".into(), 5432));
+        assert_eq!(host_port("::1", 3), "[::1]:3");
+    }
+
+    #[test]
+    fn snippets_are_bounded() {
+        let long = vec![b'x'; 5000];
+        let s = snippet(&long);
+        assert!(s.len() < 400 && s.ends_with("(5000 bytes in all)"), "{s}");
+        assert_eq!(snippet(b"  short \n"), "short");
+    }
 }

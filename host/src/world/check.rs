@@ -50,14 +50,17 @@ pub fn check(s: &WorldState) -> Result<(), Inconsistent> {
             p.push(format!("config.{name}: the charm has no such option"));
             continue;
         };
-        let ok = match (default, v) {
-            (None, _) => true,
-            (Some(ConfigValue::Bool(_)), ConfigValue::Bool(_)) => true,
-            (Some(ConfigValue::Int(_)), ConfigValue::Int(_)) => true,
-            (Some(ConfigValue::Float(_)), ConfigValue::Float(_) | ConfigValue::Int(_)) => true,
-            (Some(ConfigValue::Str(_)), ConfigValue::Str(_)) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (default, v),
+            (None, _)
+                | (Some(ConfigValue::Bool(_)), ConfigValue::Bool(_))
+                | (Some(ConfigValue::Int(_)), ConfigValue::Int(_))
+                | (
+                    Some(ConfigValue::Float(_)),
+                    ConfigValue::Float(_) | ConfigValue::Int(_)
+                )
+                | (Some(ConfigValue::Str(_)), ConfigValue::Str(_))
+        );
         if !ok {
             p.push(format!(
                 "config.{name}: {v:?} has the wrong type (default is {default:?})"

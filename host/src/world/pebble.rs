@@ -455,9 +455,8 @@ impl Pebble for UnitSession {
                 FileState {
                     directory: false,
                     // Valid UTF-8 (every file the charm writes) is taken as is, not copied.
-                    content: String::from_utf8(content).unwrap_or_else(|e| {
-                        String::from_utf8_lossy(e.as_bytes()).into_owned()
-                    }),
+                    content: String::from_utf8(content)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
                     permissions: permissions.unwrap_or(0o644),
                     user,
                     group,
