@@ -1053,6 +1053,9 @@ mod tls_server {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
+    use charm_host::backends::{PostgresqlBackend, PostgresqlConfig, Targets};
+    use charm_host::bindings::postgresql::{Connection, Target as PgTarget};
+
     use crate::backend_tools::{free_ports, pg_bin_dir};
 
     pub const PASSWORD: &str = "tls-superuser-pass";
@@ -1084,7 +1087,13 @@ mod tls_server {
     impl TlsServer {
         /// A PostgreSQL with `ssl=on` and this `pg_hba.conf`.
         pub fn start(pg_hba: &str) -> TlsServer {
-            let dir = PathBuf::from(format!("/dev/shm/charm-host-tls-{}", std::process::id()));
+            // One directory per server: the tests of this file run as threads of one process.
+            static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = PathBuf::from(format!(
+                "/dev/shm/charm-host-tls-{}-{n}",
+                std::process::id()
+            ));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             ok(
@@ -1163,6 +1172,28 @@ mod tls_server {
         }
     }
 
+    impl TlsServer {
+        /// The production backend aimed at this server, and the superuser's connection.
+        pub fn backend(&self) -> (PostgresqlBackend, Connection) {
+            let own = "postgresql-k8s-0.postgresql-k8s-endpoints";
+            let targets = Targets {
+                own_unit: own.into(),
+                primary_service: "primary-service".into(),
+                default_port: 5432,
+                overrides: Default::default(),
+                resolver: None,
+            }
+            .with_override(own, "127.0.0.1", self.port);
+            let conn = Connection {
+                at: PgTarget::OwnUnit,
+                user: "postgres".into(),
+                password: PASSWORD.into(),
+                database: None,
+            };
+            (PostgresqlBackend::new(PostgresqlConfig::new(targets)), conn)
+        }
+    }
+
     impl Drop for TlsServer {
         fn drop(&mut self) {
             // SIGINT: PostgreSQL's fast shutdown.
@@ -1197,24 +1228,7 @@ async fn postgresql_uses_tls_where_the_server_requires_it() {
         "{refused:?}"
     );
 
-    let own = "postgresql-k8s-0.postgresql-k8s-endpoints";
-    let targets = charm_host::backends::Targets {
-        own_unit: own.into(),
-        primary_service: "primary-service".into(),
-        default_port: 5432,
-        overrides: Default::default(),
-        resolver: None,
-    }
-    .with_override(own, "127.0.0.1", server.port);
-    let pg = charm_host::backends::PostgresqlBackend::new(
-        charm_host::backends::PostgresqlConfig::new(targets),
-    );
-    let conn = Connection {
-        at: PgTarget::OwnUnit,
-        user: "postgres".into(),
-        password: tls_server::PASSWORD.into(),
-        database: None,
-    };
+    let (pg, conn) = server.backend();
     let users = pg.list_users(conn.clone()).await.unwrap();
     assert!(users.iter().any(|u| u == "postgres"), "{users:?}");
     assert!(
@@ -1253,24 +1267,7 @@ async fn postgresql_retries_in_plain_text_where_the_server_refuses_tls_logins() 
         "{stderr}"
     );
 
-    let own = "postgresql-k8s-0.postgresql-k8s-endpoints";
-    let targets = charm_host::backends::Targets {
-        own_unit: own.into(),
-        primary_service: "primary-service".into(),
-        default_port: 5432,
-        overrides: Default::default(),
-        resolver: None,
-    }
-    .with_override(own, "127.0.0.1", server.port);
-    let pg = charm_host::backends::PostgresqlBackend::new(
-        charm_host::backends::PostgresqlConfig::new(targets),
-    );
-    let conn = Connection {
-        at: PgTarget::OwnUnit,
-        user: "postgres".into(),
-        password: tls_server::PASSWORD.into(),
-        database: None,
-    };
+    let (pg, conn) = server.backend();
     let users = pg.list_users(conn.clone()).await.unwrap();
     assert!(users.iter().any(|u| u == "postgres"), "{users:?}");
     // A wrong password fails both attempts: forbidden, and the message tells both.

@@ -177,6 +177,20 @@ impl<S, T: TlsConnect<S>> TlsConnect<S> for TrackedTls<T> {
     }
 }
 
+/// One TCP connection within `limit`: refused is `unreachable`, too slow is `timeout`.
+async fn tcp_connect(addr: SocketAddr, limit: Duration) -> CapResult<TcpStream> {
+    match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(Error::unreachable(format!("cannot connect to {addr}: {e}"))),
+        Err(_) => Err(Error::timeout(format!(
+            "connecting to {addr} took over {limit:?}"
+        ))),
+    }
+}
+
 /// The connection future drives the socket; it ends when the client is dropped.
 fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
 where
@@ -379,24 +393,14 @@ impl PostgresqlBackend {
         }
         let over_tls = pg_error(op, place, &over_tls);
         tracing::debug!(error = %over_tls.message, "retrying without TLS (libpq sslmode=prefer)");
-        let stream =
-            match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr)).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    return Err(Error::unreachable(format!(
-                        "{}; retrying without TLS: cannot connect to {addr}: {e}",
-                        over_tls.message
-                    )));
-                }
-                Err(_) => {
-                    return Err(Error::timeout(format!(
-                        "{}; retrying without TLS: connecting to {addr} took over {:?}",
-                        over_tls.message, self.config.connect_timeout
-                    )));
-                }
-            };
-        let _ = stream.set_nodelay(true);
+        let stream = tcp_connect(addr, self.config.connect_timeout)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    e.kind,
+                    format!("{}; retrying without TLS: {}", over_tls.message, e.message),
+                )
+            })?;
         cfg.ssl_mode(SslMode::Disable);
         match cfg.connect_raw(stream, tokio_postgres::NoTls).await {
             Ok((client, connection)) => {
@@ -443,21 +447,14 @@ impl PostgresqlBackend {
             }
         };
         let mut last: Option<Error> = None;
-        for addr in &addrs {
-            match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    return Ok((s, *addr));
-                }
-                Ok(Err(e)) => {
-                    last = Some(Error::unreachable(format!(
-                        "{op} on {place}: cannot connect to {addr}: {e}"
-                    )));
-                }
-                Err(_) => {
-                    last = Some(Error::timeout(format!(
-                        "{op} on {place}: connecting to {addr} took over {limit:?}"
-                    )));
+        for addr in addrs {
+            match tcp_connect(addr, limit).await {
+                Ok(s) => return Ok((s, addr)),
+                Err(e) => {
+                    last = Some(Error::new(
+                        e.kind,
+                        format!("{op} on {place}: {}", e.message),
+                    ))
                 }
             }
         }
