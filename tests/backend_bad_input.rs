@@ -5,6 +5,7 @@
 
 mod backend_tools;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -585,10 +586,18 @@ const SSL_REQUEST: [u8; 4] = 80877103u32.to_be_bytes();
 /// A fake PostgreSQL: declines TLS as a server without it does (`N` to the SSLRequest the
 /// backend sends first, libpq's `sslmode=prefer`), reads the startup packet, then acts.
 async fn fake_pg(action: Action) -> u16 {
+    fake_pg_counted(action).await.0
+}
+
+/// [`fake_pg`], and the number of connections it has accepted.
+async fn fake_pg_counted(action: Action) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             let action = action.clone();
             tokio::spawn(async move {
                 loop {
@@ -614,7 +623,7 @@ async fn fake_pg(action: Action) -> u16 {
             });
         }
     });
-    port
+    (port, connections)
 }
 
 /// A protocol ErrorResponse with these fields.
@@ -726,7 +735,7 @@ async fn postgresql_misbehaving_servers() {
     // message tells both attempts. In bounded time, naming the operation.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<&str>::new()));
+    let seen = Arc::new(Mutex::new(Vec::<&str>::new()));
     let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
@@ -771,37 +780,17 @@ async fn postgresql_misbehaving_servers() {
 
     // A server without TLS that refuses the login: no second attempt (libpq retries only a
     // connection the server took over TLS).
-    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = connections.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut request = [0u8; 8];
-            if s.read_exact(&mut request).await.is_ok() && request[4..] == SSL_REQUEST {
-                let _ = s.write_all(b"N").await;
-                let mut len = [0u8; 4];
-                if s.read_exact(&mut len).await.is_ok() {
-                    let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
-                    let _ = s.read_exact(&mut rest).await;
-                }
-                let _ = s
-                    .write_all(&pg_error_response(
-                        "28P01",
-                        "password authentication failed",
-                    ))
-                    .await;
-            }
-            let _ = s.shutdown().await;
-        }
-    });
+    let (port, connections) = fake_pg_counted(Action::Reply(pg_error_response(
+        "28P01",
+        "password authentication failed",
+    )))
+    .await;
     let e = assert_kind(
         pg_for(port).list_users(conn(PgTarget::OwnUnit)).await,
         ErrorKind::Forbidden,
     );
     assert!(!e.message.contains("retried"), "{e:?}");
-    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
 
     // A server that accepts and then says nothing: the operation timeout.
     let port = fake_pg(Action::Hang).await;
