@@ -95,9 +95,10 @@ pub struct PostgresqlBackend {
 
 /// TLS the way libpq's default `sslmode=prefer` does it, which is what upstream's psycopg2
 /// connections use: ask the server for TLS and use it when offered, continue in plain text when
-/// the server has none or the TLS attempt fails. As under libpq's `prefer` (and `require`), the server certificate is not
-/// checked against a CA: that is `verify-ca`/`verify-full`, which upstream does not ask for. The
-/// handshake's signature is still verified against the certificate the server presents.
+/// the server has none or the TLS attempt fails. As under libpq's `prefer` (and `require`), the
+/// server certificate is not checked against a CA: that is `verify-ca`/`verify-full`, which
+/// upstream does not ask for. The handshake's signature is still verified against the
+/// certificate the server presents.
 fn prefer_tls() -> MakeRustlsConnect {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
