@@ -1170,9 +1170,7 @@ mod tls_server {
             }
             server
         }
-    }
 
-    impl TlsServer {
         /// The production backend aimed at this server, and the superuser's connection.
         pub fn backend(&self) -> (PostgresqlBackend, Connection) {
             let own = "postgresql-k8s-0.postgresql-k8s-endpoints";
