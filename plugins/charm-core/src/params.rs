@@ -9,6 +9,7 @@
 //! Memory arithmetic is done in `f64` exactly where upstream mixes ints and floats
 //! (`int(available_memory * 0.4 / 10**6)`), so that truncation matches bit for bit.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -40,6 +41,10 @@ pub struct Parameters {
     /// Name → position in `entries`. A linear search made building the ~100 parameters
     /// quadratic in string compares, a visible share of every `update_config`.
     index: HashMap<String, usize, BuildHasherDefault<Fnv64>>,
+    /// These parameters as `patroni.yml` lines, made at most once ([`Parameters::rendered`]):
+    /// pebble-ready renders `patroni.yml` twice with the same (shared) parameters, and their
+    /// ~100 lines were most of each render. Cleared by every change.
+    rendered: OnceCell<String>,
 }
 
 /// Equal when the entries are, in order (the index follows from them).
@@ -82,12 +87,14 @@ impl Parameters {
         Parameters {
             entries: Vec::with_capacity(n),
             index: HashMap::with_capacity_and_hasher(n, Default::default()),
+            rendered: OnceCell::new(),
         }
     }
 
     /// Insert or replace (keeping the original position, like `dict.__setitem__`).
     pub fn insert(&mut self, name: impl Into<String>, value: Value) {
         let name = name.into();
+        self.rendered.take();
         match self.index.get(&name) {
             Some(&i) => self.entries[i].1 = value,
             None => {
@@ -116,6 +123,11 @@ impl Parameters {
     /// Entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.entries.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
+    /// `render(self)`, computed on the first call and kept until the parameters change.
+    pub fn rendered(&self, render: impl FnOnce(&Parameters) -> String) -> &str {
+        self.rendered.get_or_init(|| render(self))
     }
 
     /// `dict.update`: insert every entry of `other` in its order.

@@ -195,8 +195,10 @@ struct Out(String);
 
 impl Out {
     fn indent(&mut self, indent: usize) {
-        for _ in 0..indent {
-            self.0.push(' ');
+        const SPACES: &str = "                ";
+        match SPACES.get(..indent) {
+            Some(spaces) => self.0.push_str(spaces),
+            None => self.0.extend(std::iter::repeat_n(' ', indent)),
         }
     }
 
@@ -205,6 +207,34 @@ impl Out {
         self.0.push_str(text.as_ref());
         self.0.push('\n');
     }
+
+    /// A formatted line, written into the buffer without a `String` of its own.
+    fn line_fmt(&mut self, indent: usize, args: std::fmt::Arguments<'_>) {
+        use std::fmt::Write;
+        self.indent(indent);
+        // Writing into a String cannot fail.
+        let _ = self.0.write_fmt(args);
+        self.0.push('\n');
+    }
+}
+
+/// The `postgresql.parameters` lines of the computed parameters, one per parameter in
+/// order, indented under `parameters:`. The hottest loop of a render, so each line is written
+/// in place; [`render`] takes it through [`Parameters::rendered`], once per parameter set.
+fn parameter_lines(parameters: &Parameters) -> String {
+    let mut out = Out(String::with_capacity(parameters.len() * 48));
+    for (name, value) in parameters.iter() {
+        out.indent(4);
+        if plain_safe(name) {
+            out.0.push_str(name);
+        } else {
+            out.0.push_str(&single_quoted(name));
+        }
+        out.0.push_str(": ");
+        out.0.push_str(&render_value(value));
+        out.0.push('\n');
+    }
+    out.0
 }
 
 /// Render `patroni.yml`.
@@ -233,9 +263,9 @@ pub fn render(input: &PatroniYmlInput) -> String {
     out.line(0, "bootstrap:");
     out.line(2, "dcs:");
     out.line(4, "failsafe_mode: true");
-    out.line(
+    out.line_fmt(
         4,
-        format!(
+        format_args!(
             "maximum_lag_on_failover: {}",
             input
                 .maximum_lag_on_failover
@@ -244,55 +274,59 @@ pub fn render(input: &PatroniYmlInput) -> String {
     );
     out.line(4, "synchronous_mode: true");
     out.line(4, "synchronous_mode_strict: false");
-    out.line(
+    out.line_fmt(
         4,
-        format!("synchronous_node_count: {}", input.synchronous_node_count),
+        format_args!("synchronous_node_count: {}", input.synchronous_node_count),
     );
     out.line(4, "max_timelines_history: 50");
     out.line(4, "postgresql:");
     out.line(6, "use_pg_rewind: true");
     out.line(6, "remove_data_directory_on_rewind_failure: false");
     out.line(6, "remove_data_directory_on_diverged_timelines: false");
-    out.line(6, format!("bin_dir: {bin_dir}"));
+    out.line_fmt(6, format_args!("bin_dir: {bin_dir}"));
     out.line(6, "parameters:");
+    out.line(8, "synchronous_standby_names: \"*\"");
+    out.line_fmt(8, format_args!("archive_command: {archive_command}"));
+    // Constant lines: written without a String each.
     for line in [
-        "synchronous_standby_names: \"*\"".to_owned(),
-        format!("archive_command: {archive_command}"),
-        "archive_mode: on".to_owned(),
-        "autovacuum: true".to_owned(),
-        "debug_print_plan: 'off'".to_owned(),
-        "debug_print_parse: 'off'".to_owned(),
-        "debug_print_rewritten: 'off'".to_owned(),
-        "fsync: true".to_owned(),
-        "full_page_writes: true".to_owned(),
-        "lc_messages: 'en_US.UTF8'".to_owned(),
-        "log_autovacuum_min_duration: 60000".to_owned(),
-        "log_checkpoints: 'on'".to_owned(),
-        "log_destination: 'stderr'".to_owned(),
-        "log_directory: '/var/log/postgresql'".to_owned(),
-        "log_error_verbosity: 'verbose'".to_owned(),
-        "log_file_mode: '0600'".to_owned(),
-        "log_filename: 'postgresql-%w_%H%M.log'".to_owned(),
-        "log_hostname: 'off'".to_owned(),
-        "log_line_prefix: '%t [%p]: user=%u,db=%d,app=%a,client=%h,line=%l '".to_owned(),
-        "log_min_duration_sample: -1".to_owned(),
-        "log_min_error_statement: 'warning'".to_owned(),
-        "log_recovery_conflict_waits: 'on'".to_owned(),
-        "log_replication_commands: 'on'".to_owned(),
-        "log_rotation_age: 1".to_owned(),
-        "log_rotation_size: 0".to_owned(),
-        "log_statement: ddl".to_owned(),
-        "log_statement_sample_rate: 1".to_owned(),
-        "log_statement_stats: 'off'".to_owned(),
-        "log_temp_files: 1".to_owned(),
-        "log_timezone: 'UTC'".to_owned(),
-        "log_truncate_on_rotation: 'on'".to_owned(),
-        "logging_collector: 'on'".to_owned(),
-        "wal_level: logical".to_owned(),
-        format!("shared_preload_libraries: '{SHARED_PRELOAD_LIBRARIES}'"),
+        "archive_mode: on",
+        "autovacuum: true",
+        "debug_print_plan: 'off'",
+        "debug_print_parse: 'off'",
+        "debug_print_rewritten: 'off'",
+        "fsync: true",
+        "full_page_writes: true",
+        "lc_messages: 'en_US.UTF8'",
+        "log_autovacuum_min_duration: 60000",
+        "log_checkpoints: 'on'",
+        "log_destination: 'stderr'",
+        "log_directory: '/var/log/postgresql'",
+        "log_error_verbosity: 'verbose'",
+        "log_file_mode: '0600'",
+        "log_filename: 'postgresql-%w_%H%M.log'",
+        "log_hostname: 'off'",
+        "log_line_prefix: '%t [%p]: user=%u,db=%d,app=%a,client=%h,line=%l '",
+        "log_min_duration_sample: -1",
+        "log_min_error_statement: 'warning'",
+        "log_recovery_conflict_waits: 'on'",
+        "log_replication_commands: 'on'",
+        "log_rotation_age: 1",
+        "log_rotation_size: 0",
+        "log_statement: ddl",
+        "log_statement_sample_rate: 1",
+        "log_statement_stats: 'off'",
+        "log_temp_files: 1",
+        "log_timezone: 'UTC'",
+        "log_truncate_on_rotation: 'on'",
+        "logging_collector: 'on'",
+        "wal_level: logical",
     ] {
         out.line(8, line);
     }
+    out.line_fmt(
+        8,
+        format_args!("shared_preload_libraries: '{SHARED_PRELOAD_LIBRARIES}'"),
+    );
     if restoring_backup {
         out.line(2, "method: pgbackrest");
         out.line(2, "pgbackrest:");
@@ -319,7 +353,7 @@ pub fn render(input: &PatroniYmlInput) -> String {
                 Some(t) => format!(" --target=\"{t}\" --type=time"),
                 None => " --type=immediate".to_owned(),
             };
-            out.line(6, format!("--target-action=promote{target}"));
+            out.line_fmt(6, format_args!("--target-action=promote{target}"));
         }
         out.line(6, "restore");
         out.line(4, "no_params: True");
@@ -327,8 +361,8 @@ pub fn render(input: &PatroniYmlInput) -> String {
     } else if let Some(primary) = truthy(input.primary_cluster_endpoint.as_deref()) {
         // Indented under bootstrap.dcs, as in the template.
         out.line(4, "standby_cluster:");
-        out.line(6, format!("host: {}", scalar(primary)));
-        out.line(6, format!("port: {}", names::DATABASE_PORT));
+        out.line_fmt(6, format_args!("host: {}", scalar(primary)));
+        out.line_fmt(6, format_args!("port: {}", names::DATABASE_PORT));
         out.line(6, "create_replica_methods: [\"basebackup\"]");
     } else {
         out.line(2, "initdb:");
@@ -338,15 +372,15 @@ pub fn render(input: &PatroniYmlInput) -> String {
         out.line(2, "- data-checksums");
     }
     out.line(2, "pg_hba:");
-    out.line(2, format!("- {host_kw} all all 0.0.0.0/0 md5"));
-    out.line(
+    out.line_fmt(2, format_args!("- {host_kw} all all 0.0.0.0/0 md5"));
+    out.line_fmt(
         2,
-        format!("- {host_kw} replication replication 127.0.0.1/32 md5"),
+        format_args!("- {host_kw} replication replication 127.0.0.1/32 md5"),
     );
     for ip in &input.extra_replication_endpoints {
-        out.line(
+        out.line_fmt(
             2,
-            format!("- {host_kw} replication replication {ip}/32 md5"),
+            format_args!("- {host_kw} replication replication {ip}/32 md5"),
         );
     }
 
@@ -362,114 +396,115 @@ pub fn render(input: &PatroniYmlInput) -> String {
     out.line(2, "file_size: 600");
 
     out.line(0, "restapi:");
-    out.line(
+    out.line_fmt(
         2,
-        format!(
+        format_args!(
             "connect_address: '{}:{}'",
             input.host,
             names::PATRONI_API_PORT
         ),
     );
-    out.line(2, format!("listen: 0.0.0.0:{}", names::PATRONI_API_PORT));
+    out.line_fmt(
+        2,
+        format_args!("listen: 0.0.0.0:{}", names::PATRONI_API_PORT),
+    );
     if let Some(password) = truthy(input.patroni_password.as_deref()) {
         out.line(2, "authentication:");
-        out.line(4, format!("username: {}", names::PATRONI_USER));
-        out.line(4, format!("password: {}", scalar(password)));
+        out.line_fmt(4, format_args!("username: {}", names::PATRONI_USER));
+        out.line_fmt(4, format_args!("password: {}", scalar(password)));
     }
     if input.enable_tls {
-        out.line(2, format!("cafile: {storage}/ca.pem"));
-        out.line(2, format!("certfile: {storage}/cert.pem"));
-        out.line(2, format!("keyfile: {storage}/key.pem"));
+        out.line_fmt(2, format_args!("cafile: {storage}/ca.pem"));
+        out.line_fmt(2, format_args!("certfile: {storage}/cert.pem"));
+        out.line_fmt(2, format_args!("keyfile: {storage}/key.pem"));
         out.line(0, "ctl:");
-        out.line(2, format!("cacert: {storage}/ca.pem"));
-        out.line(2, format!("certfile: {storage}/cert.pem"));
-        out.line(2, format!("keyfile: {storage}/key.pem"));
+        out.line_fmt(2, format_args!("cacert: {storage}/ca.pem"));
+        out.line_fmt(2, format_args!("certfile: {storage}/cert.pem"));
+        out.line_fmt(2, format_args!("keyfile: {storage}/key.pem"));
     }
-    out.line(0, format!("pod_ip: '{}'", input.host));
+    out.line_fmt(0, format_args!("pod_ip: '{}'", input.host));
 
     out.line(0, "postgresql:");
-    out.line(
+    out.line_fmt(
         2,
-        format!("connect_address: '{}:{}'", input.host, names::DATABASE_PORT),
+        format_args!("connect_address: '{}:{}'", input.host, names::DATABASE_PORT),
     );
-    out.line(2, format!("data_dir: {}", names::PGDATA_PATH));
-    out.line(2, format!("bin_dir: {bin_dir}"));
-    out.line(2, format!("listen: 0.0.0.0:{}", names::DATABASE_PORT));
+    out.line_fmt(2, format_args!("data_dir: {}", names::PGDATA_PATH));
+    out.line_fmt(2, format_args!("bin_dir: {bin_dir}"));
+    out.line_fmt(2, format_args!("listen: 0.0.0.0:{}", names::DATABASE_PORT));
     out.line(2, "parameters:");
-    out.line(
+    out.line_fmt(
         4,
-        format!("shared_preload_libraries: '{SHARED_PRELOAD_LIBRARIES}'"),
+        format_args!("shared_preload_libraries: '{SHARED_PRELOAD_LIBRARIES}'"),
     );
-    out.line(4, format!("archive_command: {archive_command}"));
+    out.line_fmt(4, format_args!("archive_command: {archive_command}"));
     if input.enable_tls {
         out.line(4, "ssl: on");
-        out.line(4, format!("ssl_ca_file: {storage}/ca.pem"));
-        out.line(4, format!("ssl_cert_file: {storage}/cert.pem"));
-        out.line(4, format!("ssl_key_file: {storage}/key.pem"));
+        out.line_fmt(4, format_args!("ssl_ca_file: {storage}/ca.pem"));
+        out.line_fmt(4, format_args!("ssl_cert_file: {storage}/cert.pem"));
+        out.line_fmt(4, format_args!("ssl_key_file: {storage}/key.pem"));
     }
     out.line(4, "pg_stat_statements.max: 10000");
-    for (name, value) in input.parameters.iter() {
-        // Written in place: one line per parameter, the hottest loop of the render.
-        out.indent(4);
-        if plain_safe(name) {
-            out.0.push_str(name);
-        } else {
-            out.0.push_str(&single_quoted(name));
-        }
-        out.0.push_str(": ");
-        out.0.push_str(&render_value(value));
-        out.0.push('\n');
-    }
+    out.0.push_str(input.parameters.rendered(parameter_lines));
     out.line(2, "pgpass: /tmp/pgpass");
     out.line(2, "pg_hba:");
     out.line(2, "- local all backup peer map=operator");
     out.line(2, "- local all monitoring password");
     let user_lines = |out: &mut Out| {
         for (user, databases) in &input.user_databases {
-            out.line(2, format!("- {host_kw} {databases} {user} 0.0.0.0/0 md5"));
+            out.line_fmt(
+                2,
+                format_args!("- {host_kw} {databases} {user} 0.0.0.0/0 md5"),
+            );
         }
     };
     if !input.connectivity {
-        out.line(
+        out.line_fmt(
             2,
-            format!(
+            format_args!(
                 "- {host_kw} all all {}.{}.svc.cluster.local md5",
                 input.host, input.namespace
             ),
         );
-        out.line(2, format!("- {host_kw} all all 0.0.0.0/0 reject"));
+        out.line_fmt(2, format_args!("- {host_kw} all all 0.0.0.0/0 reject"));
     } else if input.enable_ldap {
-        out.line(
+        out.line_fmt(
             2,
-            format!(
+            format_args!(
                 "- {host_kw} all +identity_access 0.0.0.0/0 ldap {}",
                 input.ldap_parameters
             ),
         );
-        out.line(2, format!("- {host_kw} all +internal_access 0.0.0.0/0 md5"));
+        out.line_fmt(
+            2,
+            format_args!("- {host_kw} all +internal_access 0.0.0.0/0 md5"),
+        );
         user_lines(&mut out);
     } else {
-        out.line(2, format!("- {host_kw} all +internal_access 0.0.0.0/0 md5"));
+        out.line_fmt(
+            2,
+            format_args!("- {host_kw} all +internal_access 0.0.0.0/0 md5"),
+        );
         user_lines(&mut out);
     }
-    out.line(
+    out.line_fmt(
         2,
-        format!("- {host_kw} replication replication 127.0.0.1/32 md5"),
+        format_args!("- {host_kw} replication replication 127.0.0.1/32 md5"),
     );
-    out.line(
+    out.line_fmt(
         2,
-        format!("- {host_kw} replication replication 127.0.0.6/32 md5"),
+        format_args!("- {host_kw} replication replication 127.0.0.6/32 md5"),
     );
     for ip in &input.extra_replication_endpoints {
-        out.line(
+        out.line_fmt(
             2,
-            format!("- {host_kw} replication replication {ip}/32 md5"),
+            format_args!("- {host_kw} replication replication {ip}/32 md5"),
         );
     }
     for endpoint in &input.endpoints {
-        out.line(
+        out.line_fmt(
             2,
-            format!(
+            format_args!(
                 "- {host_kw} replication replication {endpoint}.{}.svc.cluster.local md5",
                 input.namespace
             ),
@@ -479,35 +514,35 @@ pub fn render(input: &PatroniYmlInput) -> String {
     out.line(2, "- operator postgres backup");
     out.line(2, "authentication:");
     out.line(4, "replication:");
-    out.line(
+    out.line_fmt(
         6,
-        format!("password: {}", opt_scalar(&input.replication_password)),
+        format_args!("password: {}", opt_scalar(&input.replication_password)),
     );
     out.line(4, "rewind:");
-    out.line(6, format!("username: {}", names::REWIND_USER));
-    out.line(
+    out.line_fmt(6, format_args!("username: {}", names::REWIND_USER));
+    out.line_fmt(
         6,
-        format!("password: {}", opt_scalar(&input.rewind_password)),
+        format_args!("password: {}", opt_scalar(&input.rewind_password)),
     );
     out.line(4, "superuser:");
-    out.line(
+    out.line_fmt(
         6,
-        format!("password: {}", opt_scalar(&input.superuser_password)),
+        format_args!("password: {}", opt_scalar(&input.superuser_password)),
     );
     out.line(0, "use_endpoints: true");
     out.line(0, "use_unix_socket: true");
     if input.is_no_sync_member || input.is_creating_backup {
         out.line(0, "tags:");
-        out.line(
+        out.line_fmt(
             2,
-            format!(
+            format_args!(
                 "nosync: {}",
                 crate::pyfmt::bool_str(input.is_no_sync_member)
             ),
         );
-        out.line(
+        out.line_fmt(
             2,
-            format!(
+            format_args!(
                 "is_creating_backup: {}",
                 crate::pyfmt::bool_str(input.is_creating_backup)
             ),

@@ -427,3 +427,34 @@ fn hostile_values_stay_valid_yaml_and_missing_passwords_render_none() {
     );
     assert_eq!(p["TimeZone"].as_str(), Some("Europe/Paris"));
 }
+
+/// The parameter lines are rendered once per parameter set and shared by later renders (two
+/// per pebble-ready): a changed parameter must still show, and the parameters it was cloned
+/// from (after their first render) must not change.
+#[test]
+fn parameter_lines_follow_changes_after_a_render() {
+    let mut input = base_input();
+    let first = render(&input);
+    assert_eq!(render(&input), first, "a second render of the same input");
+    let wal_compression =
+        |text: &str| at(&parse(text), &["postgresql", "parameters"])["wal_compression"].clone();
+    assert_eq!(wal_compression(&first), Yaml::from("on"));
+
+    let mut changed: Parameters = (*input.parameters).clone();
+    changed.insert("wal_compression", Value::Str("zstd".into()));
+    let original = input.parameters.clone();
+    input.parameters = changed.into();
+    let second = render(&input);
+    assert_eq!(wal_compression(&second), Yaml::from("zstd"));
+    assert_eq!(
+        second.replace("wal_compression: zstd", "wal_compression: on"),
+        first
+    );
+
+    input.parameters = original;
+    assert_eq!(
+        render(&input),
+        first,
+        "the original parameters are unchanged"
+    );
+}
