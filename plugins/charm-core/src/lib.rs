@@ -15,6 +15,7 @@ pub mod bindings {
     });
 }
 
+pub mod alloc;
 pub mod charm;
 pub mod config;
 pub mod endpoints;
@@ -27,3 +28,9 @@ pub mod patroni_yml;
 pub mod pyfmt;
 pub mod resources;
 pub mod sync;
+
+/// Every plugin allocates through [`alloc::ClassAlloc`] (see there why). Only in the wasm
+/// build: it assumes a single thread, and the native unit tests run several.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: alloc::ClassAlloc = alloc::ClassAlloc::new();
