@@ -21,6 +21,7 @@ pub mod config;
 pub mod endpoints;
 pub mod extensions;
 pub mod json;
+pub mod mem;
 pub mod layer;
 pub mod names;
 pub mod params;
