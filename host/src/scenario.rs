@@ -128,6 +128,7 @@ pub fn event_for(
 pub struct ScenarioOutput {
     pub unit: String,
     pub event: Event,
+    /// The input state ([`run`]), or the part of it the caller kept ([`run_keeping`]).
     pub input: WorldState,
     pub output: WorldState,
     pub result: Result<DispatchReport, DispatchError>,

@@ -6,6 +6,9 @@
 //! rendered lines, lowered capability results), and wasi-libc's dlmalloc spent about a tenth
 //! of a fuzz execution in `malloc` and `free` (boundary tags, bins, coalescing).
 //!
+//! Freed small blocks stay in their class (at worst a run holds every class's own peak at
+//! once); a plugin's working set is far below its memory limit, and the instance goes away.
+//!
 //! Rust gives the size back on `dealloc`, so a small block needs no header: each size class
 //! keeps a free list threaded through its free blocks, and a fresh block comes from the end
 //! of the current chunk. Blocks above [`MAX_SMALL`] bytes, or aligned above 16, go to wasi-libc's
