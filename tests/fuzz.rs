@@ -92,6 +92,14 @@ fn a_well_behaved_plugin_passes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("fuzz: 50 executions,"));
+    // The per-core rate of docs/BENCHMARKS.md, from the run's CPU time.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rate = stderr
+        .lines()
+        .find_map(|l| l.strip_suffix(" executions per second per core"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(rate.is_some_and(|r| r > 0.0), "{stderr}");
 }
 
 #[test]
@@ -370,4 +378,38 @@ fn model_fuzzing_does_not_inject_kubernetes_403s_as_transient_faults() {
             .unwrap_or_else(|| panic!("no {hook} coverage line: {stderr}"));
         assert!(reached >= 5, "{hook}: {reached}/{total}: {stderr}");
     }
+}
+
+/// `charm-host bench`'s fuzz figure: a rate from CPU time for a plugin that passes, and an
+/// error naming the seed and the invariant for one that does not (no rate from a broken run).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bench_rates_fuzz_executions_by_cpu_time_and_refuses_a_failing_plugin() {
+    use charm_host::bench::fuzz_rate;
+    use charm_host::runtime::{Runtime, RuntimeConfig};
+    let runtime = Runtime::new(RuntimeConfig {
+        instance_pool: true,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let good = plugins_dir(&[("recorder", "recorder")]);
+    let figure = fuzz_rate(&runtime, good.path(), "recorder", 20, 3)
+        .await
+        .unwrap();
+    assert_eq!(figure.name, "fuzz executions per second per core: recorder");
+    let rate: f64 = figure.median.strip_suffix(" /s").unwrap().parse().unwrap();
+    assert!(rate > 0.0, "{figure:?}");
+    assert!(
+        figure.detail.contains("3 rounds of 20 executions"),
+        "{figure:?}"
+    );
+
+    let bad = plugins_dir(&[("panic", "hostile")]);
+    let e = fuzz_rate(&runtime, bad.path(), "panic", 3, 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("fuzz panic failed during the benchmark (seed ") && e.contains("panic"),
+        "{e}"
+    );
 }

@@ -36,6 +36,68 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
+/// This process's CPU time so far, user and system, all threads.
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage only fills the struct we own.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// Fuzz executions per second per core: `charm-host fuzz --plugin <plugin>` (seed 0, the
+/// command's default) in rounds of `per_round` executions, each rated by the CPU time it took,
+/// after one untimed round that compiles the plugin and warms the instance pool. CPU time, not
+/// wall time, is what "per core" means, and it ignores what else the machine is doing.
+pub async fn fuzz_rate(
+    runtime: &Runtime,
+    plugins_dir: &Path,
+    plugin: &str,
+    per_round: u64,
+    rounds: usize,
+) -> anyhow::Result<Figure> {
+    // A failure's reproduction is not kept: the error names the seed, which `charm-host fuzz
+    // --seed` replays with its reproduction.
+    let scratch = tempfile::tempdir()?;
+    let cfg = crate::fuzz::FuzzConfig {
+        plugin: plugin.to_string(),
+        seed: 0,
+        iterations: Some(per_round),
+        duration: None,
+        plugins_dir: plugins_dir.to_path_buf(),
+        out_dir: scratch.path().to_path_buf(),
+        progress: None,
+    };
+    let mut rates = Vec::with_capacity(rounds);
+    for round in 0..=rounds {
+        let c0 = cpu_time();
+        let summary = crate::fuzz::run(runtime, &cfg).await?;
+        let cpu = cpu_time() - c0;
+        if let Some(f) = summary.failures.first() {
+            anyhow::bail!(
+                "fuzz {plugin} failed during the benchmark (seed {}): {}",
+                f.seed,
+                f.invariant
+            );
+        }
+        if round > 0 {
+            rates.push(per_round as f64 / cpu.as_secs_f64().max(1e-9));
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(Figure {
+        name: format!("fuzz executions per second per core: {plugin}"),
+        median: format!("{:.0} /s", rates[rates.len() / 2]),
+        detail: format!(
+            "best {:.0} /s; CPU time of {rounds} rounds of {per_round} executions (seed 0)",
+            rates[rates.len() - 1]
+        ),
+    })
+}
+
 /// A state for `plugin`'s event, from the bench world file when there is one.
 fn bench_state(states_dir: &Path, plugin: &str) -> anyhow::Result<WorldState> {
     let f = states_dir.join(format!("{plugin}.yaml"));
@@ -72,7 +134,13 @@ impl BenchConfig {
 pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
     let runtime = Runtime::new(RuntimeConfig::default())?;
+    // The fuzzer's own configuration: instance slots reused across executions.
+    let pooled = Runtime::new(RuntimeConfig {
+        instance_pool: true,
+        ..RuntimeConfig::default()
+    })?;
     for plugin in &cfg.plugins {
+        figures.push(fuzz_rate(&pooled, &cfg.plugins_dir, plugin, cfg.iterations as u64, 7).await?);
         let loaded = runtime
             .load(&cfg.plugins_dir, plugin)
             .map_err(|f| anyhow::anyhow!("{plugin}: {f}"))?;

@@ -373,11 +373,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 out_dir: out,
                 progress: Some(std::time::Duration::from_secs(1)),
             };
+            let cpu0 = charm_host::bench::cpu_time();
             let summary = if model {
                 charm_host::fuzz::run_model(&runtime, &cfg).await?
             } else {
                 charm_host::fuzz::run(&runtime, &cfg).await?
             };
+            let cpu = charm_host::bench::cpu_time() - cpu0;
+            // The per-core rate (docs/BENCHMARKS.md): CPU time, whatever else the machine runs.
+            eprintln!(
+                "fuzz: {:.2} s of CPU time, {:.0} executions per second per core",
+                cpu.as_secs_f64(),
+                summary.executions as f64 / cpu.as_secs_f64().max(1e-9)
+            );
             println!("{}", summary.line());
             Ok(if summary.failures.is_empty() {
                 ExitCode::SUCCESS

@@ -38,7 +38,8 @@ pub struct FuzzConfig {
     pub plugins_dir: PathBuf,
     /// Where minimised reproductions go.
     pub out_dir: PathBuf,
-    /// Print a progress line this often (none: quiet).
+    /// Print a progress line this often, and the flowchart coverage at the end (none: quiet,
+    /// but for failures).
     pub progress: Option<Duration>,
 }
 
@@ -496,7 +497,9 @@ pub async fn run(runtime: &Runtime, cfg: &FuzzConfig) -> anyhow::Result<FuzzSumm
     let per_second = executions as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let flowchart = coverage.map(|c| {
         let unreached: Vec<String> = c.unreached().iter().map(|n| n.id.to_string()).collect();
-        eprintln!("fuzz: {}", c.summary());
+        if cfg.progress.is_some() {
+            eprintln!("fuzz: {}", c.summary());
+        }
         (c.reached(), c.total(), unreached)
     });
     Ok(FuzzSummary {
