@@ -382,9 +382,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let cpu = charm_host::bench::cpu_time() - cpu0;
             // The per-core rate (docs/BENCHMARKS.md): CPU time, whatever else the machine runs.
             eprintln!(
-                "fuzz: {:.2} s of CPU time, {:.0} executions per second per core",
+                "fuzz: {:.2} s of CPU time, {:.0} {} per second per core",
                 cpu.as_secs_f64(),
-                summary.executions as f64 / cpu.as_secs_f64().max(1e-9)
+                summary.executions as f64 / cpu.as_secs_f64().max(1e-9),
+                if model { "stories" } else { "executions" }
             );
             println!("{}", summary.line());
             Ok(if summary.failures.is_empty() {

@@ -202,7 +202,7 @@ macro_rules! cap_call {
     ($self:ident, $family:ident, $wit:literal, $method:ident ( $($arg:ident),* )) => {
         cap_call!(@ $self, $family, $wit, true, $method ( $($arg),* ))
     };
-    (@ $self:ident, $family:ident, $wit:literal, $timeout:expr, $method:ident ( $($arg:ident),* )) => {{
+    (@ $self:ident, $family:ident, $wit:literal, $may_block:expr, $method:ident ( $($arg:ident),* )) => {{
         // Kept as a copy, formatted only if the trace is read (see `TraceArgs`).
         let args = if $self.trace.is_some() {
             let owned = ($($arg.clone(),)*);
@@ -211,7 +211,7 @@ macro_rules! cap_call {
             TraceArgs::default()
         };
         let cap = $self.caps.$family.clone();
-        let real_io = $timeout && !cap.in_memory();
+        let real_io = $may_block && !cap.in_memory();
         $self.guarded(stringify!($family), $wit, args, real_io, async move { cap.$method($($arg),*).await }).await
     }};
 }

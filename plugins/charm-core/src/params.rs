@@ -125,7 +125,8 @@ impl Parameters {
         self.entries.iter().map(|(n, v)| (n.as_str(), v))
     }
 
-    /// `render(self)`, computed on the first call and kept until the parameters change.
+    /// `render(self)`, computed on the first call and kept until the parameters change. One
+    /// renderer per parameter set (`patroni_yml`'s): a later call gets the first one's text.
     pub fn rendered(&self, render: impl FnOnce(&Parameters) -> String) -> &str {
         self.rendered.get_or_init(|| render(self))
     }
