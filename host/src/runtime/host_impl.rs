@@ -135,33 +135,55 @@ fn abbreviate(mut s: String) -> String {
     s
 }
 
+/// How a capability call may wait, which decides its timer and its clock reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A backend doing real I/O: bounded by the call timeout, and its time kept out of the
+    /// wasm deadline (host time).
+    Bounded,
+    /// A plugin's own sleep: host time, bounded only by the whole-event timeout.
+    Unbounded,
+    /// An in-memory family (`in_memory()`): it answers in microseconds, so neither the timer
+    /// nor the two clock reads (about 1 % of a pebble-ready fuzz execution) are worth it, and
+    /// those microseconds count as wasm time.
+    InMemory,
+}
+
+impl Wait {
+    fn of(in_memory: bool) -> Wait {
+        if in_memory {
+            Wait::InMemory
+        } else {
+            Wait::Bounded
+        }
+    }
+}
+
 impl HostState {
     async fn guarded<T>(
         &mut self,
         family: &'static str,
         call: &'static str,
         args: TraceArgs,
-        real_io: bool,
+        wait: Wait,
         fut: impl Future<Output = CapResult<T>> + Send,
     ) -> CapResult<T> {
         let call_no = crate::crash::before_call();
-        // A backend doing real I/O is bounded by the call timeout, and its time is kept out of
-        // the wasm deadline. An in-memory family answers in microseconds: neither the timer
-        // nor the two clock reads (about 1 % of a pebble-ready fuzz execution) are worth it.
-        let r = if real_io {
-            let t0 = Instant::now();
-            let r = match tokio::time::timeout(self.limits.call_timeout, fut).await {
+        let t0 = (wait != Wait::InMemory).then(Instant::now);
+        let r = if wait == Wait::Bounded {
+            match tokio::time::timeout(self.limits.call_timeout, fut).await {
                 Ok(r) => r,
                 Err(_) => Err(Error::timeout(format!(
                     "{family}.{call} did not answer within {:?}",
                     self.limits.call_timeout
                 ))),
-            };
-            self.host_time += t0.elapsed();
-            r
+            }
         } else {
             fut.await
         };
+        if let Some(t0) = t0 {
+            self.host_time += t0.elapsed();
+        }
         crate::crash::after_call(call_no);
         if let Some(trace) = &mut self.trace {
             trace.push(TraceEntry {
@@ -199,10 +221,7 @@ fn kv_bytes(kvs: &[Kv]) -> usize {
 }
 
 macro_rules! cap_call {
-    ($self:ident, $family:ident, $wit:literal, $method:ident ( $($arg:ident),* )) => {
-        cap_call!(@ $self, $family, $wit, true, $method ( $($arg),* ))
-    };
-    (@ $self:ident, $family:ident, $wit:literal, $may_block:expr, $method:ident ( $($arg:ident),* )) => {{
+    ($self:ident, $family:ident, $wit:literal, $method:ident ( $($arg:ident),* )) => {{
         // Kept as a copy, formatted only if the trace is read (see `TraceArgs`).
         let args = if $self.trace.is_some() {
             let owned = ($($arg.clone(),)*);
@@ -211,8 +230,8 @@ macro_rules! cap_call {
             TraceArgs::default()
         };
         let cap = $self.caps.$family.clone();
-        let real_io = $may_block && !cap.in_memory();
-        $self.guarded(stringify!($family), $wit, args, real_io, async move { cap.$method($($arg),*).await }).await
+        let wait = Wait::of(cap.in_memory());
+        $self.guarded(stringify!($family), $wit, args, wait, async move { cap.$method($($arg),*).await }).await
     }};
 }
 
@@ -314,8 +333,8 @@ impl juju::Host for HostState {
             .map(|_| format!("({label:?}, {owner:?}, keys {:?})", keys(&content)).into())
             .unwrap_or_default();
         let cap = self.caps.juju.clone();
-        let real_io = !cap.in_memory();
-        self.guarded("juju", "secret-add", args, real_io, async move {
+        let wait = Wait::of(cap.in_memory());
+        self.guarded("juju", "secret-add", args, wait, async move {
             cap.secret_add(label, owner, content).await
         })
         .await
@@ -328,8 +347,8 @@ impl juju::Host for HostState {
             .map(|_| format!("({label:?}, keys {:?})", keys(&content)).into())
             .unwrap_or_default();
         let cap = self.caps.juju.clone();
-        let real_io = !cap.in_memory();
-        self.guarded("juju", "secret-set", args, real_io, async move {
+        let wait = Wait::of(cap.in_memory());
+        self.guarded("juju", "secret-set", args, wait, async move {
             cap.secret_set(label, content).await
         })
         .await
@@ -543,8 +562,8 @@ impl pebble::Host for HostState {
             TraceArgs::default()
         };
         let cap = self.caps.pebble.clone();
-        let real_io = !cap.in_memory();
-        self.guarded("pebble", "push", args, real_io, async move {
+        let wait = Wait::of(cap.in_memory());
+        self.guarded("pebble", "push", args, wait, async move {
             cap.push(path, content, permissions, owner, make_dirs).await
         })
         .await
@@ -706,7 +725,7 @@ impl clock::Host for HostState {
             TraceArgs::default()
         };
         let _ = self
-            .guarded("clock", "sleep-ms", args, false, async move {
+            .guarded("clock", "sleep-ms", args, Wait::Unbounded, async move {
                 cap.sleep_ms(ms).await;
                 Ok(())
             })
