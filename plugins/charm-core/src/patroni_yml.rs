@@ -127,6 +127,18 @@ fn plain_safe_chars(s: &str) -> bool {
     !(s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.chars().any(char::is_control))
 }
 
+/// Bytes of [`plain_safe_ascii`]'s fast path: letters, digits and `_ . / + = -`.
+static WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/' | b'+' | b'=' | b'-');
+        c += 1;
+    }
+    t
+};
+
 /// [`plain_safe`] in one pass over ASCII bytes: the same rules, without the substring
 /// searches and char decoding that made it a hot spot of every `update_config` (it runs for
 /// each of the ~100 PostgreSQL parameters).
@@ -134,6 +146,11 @@ fn plain_safe_ascii(b: &[u8]) -> bool {
     let Some(&first) = b.first() else {
         return false;
     };
+    // Most parameter names and values are words (`shared_buffers`, `128MB`, `0.1`, `-1`):
+    // none of these bytes starts a YAML structure, except a lone `-`.
+    if b.iter().all(|&c| WORD[c as usize]) {
+        return b != b"-";
+    }
     let last = b[b.len() - 1];
     // ASCII `char::is_whitespace`: space, \t, \n, \x0b, \x0c, \r.
     let ws = |c: u8| matches!(c, b' ' | b'\t'..=b'\r');
@@ -560,6 +577,7 @@ mod tests {
         let pieces = [
             "", " ", "\t", "\n", "\r", "\x0b", "\x0c", "\x01", "\x7f", "a", "-", "?", ":", "#",
             "'", "\"", ",", "[", "*", "x", "1", "%", "@", "`", "|", ">", "!", "&", "{", "}", "]",
+            "_", ".", "/", "+", "=", "Z",
         ];
         for a in pieces {
             for b in pieces {
