@@ -103,32 +103,21 @@ fn app_passwords(s: &WorldState) -> &crate::world::Bag {
 /// and dropping the rest was about 5 % of a leader-elected execution); a failure's
 /// reproduction regenerates the whole state from its seed.
 pub fn invariant_view(s: &WorldState) -> WorldState {
-    let peer = s
-        .relations
-        .iter()
-        .find(|r| r.endpoint == "database-peers")
-        .map(|r| crate::world::RelationState {
-            id: r.id,
-            endpoint: r.endpoint.clone(),
-            app_data: r
-                .app_data
-                .get_key_value(&s.app)
-                .map(|(k, v)| [(k.clone(), v.clone())].into())
-                .unwrap_or_default(),
-            ..Default::default()
-        });
-    let label = format!("database-peers.{}.app", s.app);
+    // Built from the same lookups the invariants make, so the view answers them alike.
+    let (peer_app, passwords) = (peer_app_bag(s), app_passwords(s));
     WorldState {
         app: s.app.clone(),
         leader: s.leader.clone(),
-        relations: peer.into_iter().collect(),
-        secrets: s
-            .secrets
-            .iter()
-            .filter(|x| x.label == label)
-            .take(1)
-            .cloned()
-            .collect(),
+        relations: vec![crate::world::RelationState {
+            endpoint: "database-peers".into(),
+            app_data: [(s.app.clone(), peer_app.clone())].into(),
+            ..Default::default()
+        }],
+        secrets: vec![crate::world::SecretState {
+            label: format!("database-peers.{}.app", s.app),
+            content: passwords.clone(),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
