@@ -386,11 +386,8 @@ fn model_fuzzing_does_not_inject_kubernetes_403s_as_transient_faults() {
 async fn the_bench_rates_fuzz_executions_by_cpu_time_and_refuses_a_failing_plugin() {
     use charm_host::bench::fuzz_rate;
     use charm_host::runtime::{Runtime, RuntimeConfig};
-    let runtime = Runtime::new(RuntimeConfig {
-        instance_pool: true,
-        ..RuntimeConfig::default()
-    })
-    .unwrap();
+    // The default configuration pools instances, as `charm-host fuzz` does.
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let good = plugins_dir(&[("recorder", "recorder")]);
     let figure = fuzz_rate(&runtime, good.path(), "recorder", 20, 3)
         .await

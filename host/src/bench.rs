@@ -133,14 +133,11 @@ impl BenchConfig {
 
 pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
+    // The default configuration is the fuzzer's own: instance slots reused across executions.
     let runtime = Runtime::new(RuntimeConfig::default())?;
-    // The fuzzer's own configuration: instance slots reused across executions.
-    let pooled = Runtime::new(RuntimeConfig {
-        instance_pool: true,
-        ..RuntimeConfig::default()
-    })?;
     for plugin in &cfg.plugins {
-        figures.push(fuzz_rate(&pooled, &cfg.plugins_dir, plugin, cfg.iterations as u64, 7).await?);
+        figures
+            .push(fuzz_rate(&runtime, &cfg.plugins_dir, plugin, cfg.iterations as u64, 7).await?);
         let loaded = runtime
             .load(&cfg.plugins_dir, plugin)
             .map_err(|f| anyhow::anyhow!("{plugin}: {f}"))?;
