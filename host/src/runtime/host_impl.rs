@@ -23,6 +23,10 @@ use crate::bindings::types::{Kv, LogLevel, NamedValue};
 use crate::bindings::{Error, clock, juju, kubernetes, patroni, pebble, postgresql, random, types};
 use crate::capability::{CapResult, Clock, Random};
 
+/// The tracing target of the lines a plugin logs through `juju.log` (filter directive
+/// `plugin=off` silences them).
+pub const GUEST_LOG_TARGET: &str = "plugin";
+
 /// State keys the host keeps for itself (the deferral queue).
 pub const RESERVED_STATE_PREFIX: &str = "charm-host.";
 
@@ -409,13 +413,15 @@ impl juju::Host for HostState {
         } else {
             message
         };
+        // Under their own target ([`GUEST_LOG_TARGET`]) so a filter can silence the plugins
+        // without silencing the host (`fuzz` does by default).
         let plugin = self.plugin.clone();
         match level {
-            LogLevel::Error => tracing::error!(%plugin, "{message}"),
-            LogLevel::Warning => tracing::warn!(%plugin, "{message}"),
-            LogLevel::Info => tracing::info!(%plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(%plugin, "{message}"),
-            LogLevel::Trace => tracing::trace!(%plugin, "{message}"),
+            LogLevel::Error => tracing::error!(target: GUEST_LOG_TARGET, %plugin, "{message}"),
+            LogLevel::Warning => tracing::warn!(target: GUEST_LOG_TARGET, %plugin, "{message}"),
+            LogLevel::Info => tracing::info!(target: GUEST_LOG_TARGET, %plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: GUEST_LOG_TARGET, %plugin, "{message}"),
+            LogLevel::Trace => tracing::trace!(target: GUEST_LOG_TARGET, %plugin, "{message}"),
         }
         let cap = self.caps.juju.clone();
         let t0 = Instant::now();

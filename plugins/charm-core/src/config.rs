@@ -305,6 +305,17 @@ impl Value {
         }
     }
 
+    /// [`Value::python_str`] written into `out`, without a `String` of its own (except for a
+    /// float's digits).
+    pub fn write_python_str(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        match self {
+            Value::Bool(b) => out.write_str(pyfmt::bool_str(*b)),
+            Value::Int(i) => write!(out, "{i}"),
+            Value::Float(f) => out.write_str(&pyfmt::float_repr(*f)),
+            Value::Str(s) => out.write_str(s),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Value::Bool(b) => format!("boolean {b}"),

@@ -437,37 +437,73 @@ pub enum ConfigProblem {
 /// Gap: upstream hashes with shake-128 over Python's `str()` of a dict (spec 13.4); mixed
 /// Python/Rust units would see different hashes and each would think the config changed once.
 pub fn stable_hash(text: &str) -> String {
-    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-    // The FNV-128 prime is 2^88 + 0x13B, so h * prime = (h << 88) + h * 0x13B (mod 2^128).
-    // Done on 64-bit halves: a u128 multiply is a `__multi3` call per byte in wasm.
-    const SMALL: u64 = 0x13B;
-    let (mut hi, mut lo) = ((OFFSET >> 64) as u64, OFFSET as u64);
-    for b in text.as_bytes() {
-        lo ^= *b as u64;
-        // lo * SMALL as a 128-bit value, from 32-bit halves (each product < 2^41).
-        let (a, c) = (lo >> 32, lo & 0xffff_ffff);
-        let (upper, lower) = (a * SMALL, c * SMALL);
-        let (low, carried) = lower.overflowing_add(upper << 32);
-        let carry = (upper >> 32) + carried as u64;
-        hi = hi
-            .wrapping_mul(SMALL)
-            .wrapping_add(carry)
-            .wrapping_add(lo << 24);
-        lo = low;
-    }
-    format!("{hi:016x}{lo:016x}")
+    let mut h = Fnv128::new();
+    h.write(text.as_bytes());
+    h.hex()
 }
 
-/// `generate_config_hash`: the whole typed config.
-pub fn config_hash(config: &CharmConfig) -> String {
-    let mut text = String::new();
-    for (name, value) in config.iter() {
-        text.push_str(name);
-        text.push('=');
-        text.push_str(&value.python_str());
-        text.push('\n');
+/// FNV-1a over 128 bits, fed in pieces: the config hash streams its ~190 `name=value` lines
+/// through it instead of building their text and a `String` per value first.
+struct Fnv128 {
+    hi: u64,
+    lo: u64,
+}
+
+impl Fnv128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+
+    fn new() -> Self {
+        Fnv128 {
+            hi: (Self::OFFSET >> 64) as u64,
+            lo: Self::OFFSET as u64,
+        }
     }
-    stable_hash(&text)
+
+    fn write(&mut self, bytes: &[u8]) {
+        // The FNV-128 prime is 2^88 + 0x13B, so h * prime = (h << 88) + h * 0x13B (mod 2^128).
+        // Done on 64-bit halves: a u128 multiply is a `__multi3` call per byte in wasm.
+        const SMALL: u64 = 0x13B;
+        let (mut hi, mut lo) = (self.hi, self.lo);
+        for b in bytes {
+            lo ^= *b as u64;
+            // lo * SMALL as a 128-bit value, from 32-bit halves (each product < 2^41).
+            let (a, c) = (lo >> 32, lo & 0xffff_ffff);
+            let (upper, lower) = (a * SMALL, c * SMALL);
+            let (low, carried) = lower.overflowing_add(upper << 32);
+            let carry = (upper >> 32) + carried as u64;
+            hi = hi
+                .wrapping_mul(SMALL)
+                .wrapping_add(carry)
+                .wrapping_add(lo << 24);
+            lo = low;
+        }
+        (self.hi, self.lo) = (hi, lo);
+    }
+
+    fn hex(&self) -> String {
+        format!("{:016x}{:016x}", self.hi, self.lo)
+    }
+}
+
+impl std::fmt::Write for Fnv128 {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.write(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// `generate_config_hash`: the whole typed config, as the digest of its `name=value` lines
+/// (values in Python's `str()`), in name order.
+pub fn config_hash(config: &CharmConfig) -> String {
+    let mut h = Fnv128::new();
+    for (name, value) in config.iter() {
+        h.write(name.as_bytes());
+        h.write(b"=");
+        // Writing into the hasher cannot fail.
+        let _ = value.write_python_str(&mut h);
+        h.write(b"\n");
+    }
+    h.hex()
 }
 
 /// The user → databases map of pg_hba (spec 3.3.5).
@@ -1083,5 +1119,28 @@ mod tests {
             config_hash(&CharmConfig::defaults())
         );
         assert_ne!(config_hash(&defaults), config_hash(&changed));
+    }
+
+    #[test]
+    fn config_hash_is_the_digest_of_the_config_lines() {
+        let text_of = |config: &CharmConfig| {
+            config
+                .iter()
+                .map(|(name, value)| format!("{name}={}\n", value.python_str()))
+                .collect::<String>()
+        };
+        let changed = CharmConfig::from_pairs(&[
+            ("experimental_max_connections".to_owned(), Value::Int(-250)),
+            ("profile".to_owned(), Value::Str("testing".to_owned())),
+        ])
+        .unwrap();
+        for config in [CharmConfig::defaults(), changed] {
+            // Every kind of value is in the text: booleans, integers, floats, strings.
+            let text = text_of(&config);
+            assert!(text.contains("=True\n") && text.contains("optimizer_cpu_tuple_cost=0.01\n"));
+            assert!(text.contains("=-250\n") || text.contains("=1048576\n"));
+            assert!(text.contains("=auto\n"));
+            assert_eq!(config_hash(&config), stable_hash(&text_of(&config)));
+        }
     }
 }
