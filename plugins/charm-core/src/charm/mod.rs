@@ -66,7 +66,8 @@ pub fn describe(e: &Error) -> String {
 /// The context is never dropped: the host instantiates a plugin for one event and throws its
 /// linear memory away after it (`Runtime::run`), so freeing the context's caches (the config,
 /// ~100 PostgreSQL parameters, the rendered `patroni.yml`, the databags) one by one would be
-/// work for nothing, about 1–2 % of a pebble-ready fuzz execution.
+/// work for nothing: a few per cent of a pebble-ready fuzz execution (docs/BENCHMARKS.md,
+/// session 10).
 pub fn run(event: Event, handler: fn(&mut Ctx) -> HookResult<Outcome>) -> Result<Outcome, String> {
     let mut ctx = core::mem::ManuallyDrop::new(Ctx::new(event));
     let outcome = handler(&mut ctx).map_err(|e| e.0)?;

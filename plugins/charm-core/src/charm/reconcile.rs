@@ -442,7 +442,7 @@ pub fn stable_hash(text: &str) -> String {
     h.hex()
 }
 
-/// FNV-1a over 128 bits, fed in pieces: the config hash streams its ~190 `name=value` lines
+/// FNV-1a over 128 bits, fed in pieces: the config hash streams its ~180 `name=value` lines
 /// through it instead of building their text and a `String` per value first.
 struct Fnv128 {
     hi: u64,
