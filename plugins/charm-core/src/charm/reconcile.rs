@@ -1140,7 +1140,7 @@ mod tests {
             assert!(text.contains("=True\n") && text.contains("optimizer_cpu_tuple_cost=0.01\n"));
             assert!(text.contains("=-250\n") || text.contains("=1048576\n"));
             assert!(text.contains("=auto\n"));
-            assert_eq!(config_hash(&config), stable_hash(&text_of(&config)));
+            assert_eq!(config_hash(&config), stable_hash(&text));
         }
     }
 }
