@@ -140,7 +140,11 @@ async fn every_read_round_trips_with_ops_argv_and_is_read_once() {
 
     assert!(j.is_leader().await.unwrap());
     let cfg = j.config().await.unwrap();
-    let get = |n: &str| cfg.iter().find(|c| c.name == n).map(|c| c.value.clone());
+    let get = |n: &str| {
+        cfg.iter()
+            .find(|c| c.key.name() == n)
+            .map(|c| c.value.clone())
+    };
     assert_eq!(get("profile"), Some(Value::Text("testing".into())));
     assert_eq!(
         get("optimizer_cpu_index_tuple_cost"),

@@ -637,15 +637,15 @@ async fn config_merges_set_values_over_defaults_in_name_order() {
     let w = World::new(s);
     let (caps, _session) = w.capabilities(&unit(0));
     let got = caps.juju.config().await.unwrap();
-    let names: Vec<&str> = got.iter().map(|nv| nv.name.as_str()).collect();
+    let names: Vec<&str> = got.iter().map(|e| e.key.name()).collect();
     let mut sorted = names.clone();
     sorted.sort();
     sorted.dedup();
     assert_eq!(names, sorted, "in name order, each option once");
     let value = |n: &str| {
         got.iter()
-            .find(|nv| nv.name == n)
-            .map(|nv| nv.value.clone())
+            .find(|e| e.key.name() == n)
+            .map(|e| e.value.clone())
     };
     assert_eq!(
         value("connection_authentication_timeout"),

@@ -69,3 +69,109 @@ impl Event {
         }
     }
 }
+
+impl juju::ConfigOption {
+    /// The option's name in `config.yaml` (`_` where the case has `-`).
+    pub fn name(self) -> &'static str {
+        &config_options().names[self as usize]
+    }
+
+    /// Every case, in order: the options of `config.yaml` in name order.
+    pub fn all() -> &'static [juju::ConfigOption] {
+        &config_options().cases
+    }
+
+    /// The case of a `config.yaml` option name; `None` for a name the charm does not declare.
+    pub fn from_name(name: &str) -> Option<juju::ConfigOption> {
+        let t = config_options();
+        t.names
+            .binary_search_by(|n| n.as_str().cmp(name))
+            .ok()
+            .map(|i| t.cases[i])
+    }
+}
+
+/// The options of `charm/config.yaml` in name order, which is the order of the WIT enum's
+/// cases, so a case's discriminant indexes `names`.
+struct ConfigOptions {
+    names: Vec<String>,
+    cases: Vec<juju::ConfigOption>,
+}
+
+fn config_options() -> &'static ConfigOptions {
+    use serde::Deserialize;
+    use serde::de::IntoDeserializer;
+    static TABLE: std::sync::OnceLock<ConfigOptions> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let names: Vec<String> = crate::backends::juju::config_types()
+            .keys()
+            .cloned()
+            .collect();
+        let cases = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                // The generated Rust variant is the WIT case in UpperCamelCase.
+                let variant: String = name
+                    .split('_')
+                    .map(|w| {
+                        let mut c = w.chars();
+                        c.next()
+                            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let case = juju::ConfigOption::deserialize(
+                    variant.as_str().into_deserializer(),
+                )
+                .map_err(|e: serde::de::value::Error| e)
+                .unwrap_or_else(|e| {
+                    panic!("charm/config.yaml option {name} has no case in wit/charm.wit: {e}")
+                });
+                assert_eq!(
+                    case as usize, i,
+                    "wit/charm.wit's config-option cases are not in config.yaml's name order at {name}"
+                );
+                case
+            })
+            .collect();
+        ConfigOptions { names, cases }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::juju::ConfigOption;
+
+    /// The WIT enum is written from `charm/config.yaml`: the same names, in the same order.
+    #[test]
+    fn config_option_cases_are_config_yaml_options_in_name_order() {
+        let wit = include_str!("../../wit/charm.wit");
+        let body = wit
+            .split("enum config-option {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .expect("wit/charm.wit declares enum config-option");
+        let cases: Vec<String> = body
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| c.replace('-', "_"))
+            .collect();
+        let names: Vec<&String> = crate::backends::juju::config_types().keys().collect();
+        assert_eq!(cases.len(), 186);
+        assert_eq!(cases.iter().collect::<Vec<_>>(), names);
+        for name in names {
+            let case = ConfigOption::from_name(name).expect(name);
+            assert_eq!(case.name(), name.as_str());
+        }
+        assert_eq!(ConfigOption::from_name("no_such_option"), None);
+        // The world walks its defaults alongside `all()`: the same options, in the same order.
+        assert!(
+            crate::world::config_defaults()
+                .keys()
+                .eq(crate::backends::juju::config_types().keys())
+        );
+        assert_eq!(ConfigOption::all().len(), 186);
+    }
+}

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 
 use super::CapResult;
-use crate::bindings::juju::{Identity, Port, SecretOwner, Status};
+use crate::bindings::juju::{ConfigEntry, Identity, Port, SecretOwner, Status};
 use crate::bindings::types::{Kv, LogLevel, NamedValue};
 
 /// Juju: what a charm reaches through hook tools. Writes (relation data, secrets, state,
@@ -17,7 +17,7 @@ pub trait Juju: Send + Sync {
     }
     fn identity(&self) -> Identity;
     async fn is_leader(&self) -> CapResult<bool>;
-    async fn config(&self) -> CapResult<Vec<NamedValue>>;
+    async fn config(&self) -> CapResult<Vec<ConfigEntry>>;
     async fn unit_status(&self) -> CapResult<Status>;
     async fn set_unit_status(&self, status: Status) -> CapResult<()>;
     async fn app_status(&self) -> CapResult<Status>;

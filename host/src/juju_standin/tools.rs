@@ -417,7 +417,7 @@ async fn dispatch(inner: &Inner, session: &UnitSession, req: &ToolRequest) -> R 
                 .await
                 .map_err(world_error)?
                 .iter()
-                .map(|nv| (nv.name.clone(), value_json(&nv.value)))
+                .map(|e| (e.key.name().to_owned(), value_json(&e.value)))
                 .collect();
             if args.on("a") {
                 for name in crate::backends::juju::config_types().keys() {

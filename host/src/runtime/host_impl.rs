@@ -262,7 +262,7 @@ impl juju::Host for HostState {
     async fn is_leader(&mut self) -> CapResult<bool> {
         cap_call!(self, juju, "is-leader", is_leader())
     }
-    async fn config(&mut self) -> CapResult<Vec<NamedValue>> {
+    async fn config(&mut self) -> CapResult<Vec<juju::ConfigEntry>> {
         cap_call!(self, juju, "config", config())
     }
     async fn unit_status(&mut self) -> CapResult<Status> {

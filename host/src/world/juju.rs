@@ -9,7 +9,7 @@ use super::{
     Bag, BagChange, ConfigValue, JujuView, Shadow, StatusKind, StatusState, UnitSession,
     bag_to_kvs, kvs_to_bag, unknown_unit,
 };
-use crate::bindings::juju::{Identity, Port, SecretOwner, Status};
+use crate::bindings::juju::{ConfigEntry, ConfigOption, Identity, Port, SecretOwner, Status};
 use crate::bindings::types::{Kv, LogLevel, NamedValue, Value};
 use crate::bindings::{Error, juju};
 use crate::capability::{CapResult, Juju};
@@ -213,29 +213,28 @@ impl Juju for UnitSession {
         Ok(self.leader())
     }
 
-    async fn config(&self) -> CapResult<Vec<NamedValue>> {
+    async fn config(&self) -> CapResult<Vec<ConfigEntry>> {
         self.checked("config")?;
         let g = self.world.lock();
-        // Both maps are in name order: merge them, the set value winning over the default.
-        let defaults = config_defaults()
-            .iter()
-            .filter_map(|(n, d)| d.as_ref().map(|d| (n, d)));
+        // The defaults hold every option in name order, which is the cases' order: walk them
+        // with the cases (no name lookups), the set value winning over the default. A set name
+        // the charm does not declare has no case and is left out (the consistency check
+        // refuses such a state).
         let mut set = g.state.config.iter().peekable();
-        let mut out = Vec::with_capacity(config_defaults().len() + g.state.config.len());
-        let named = |name: &String, v: &ConfigValue| NamedValue {
-            name: name.clone(),
-            value: to_value(v),
-        };
-        for (name, default) in defaults {
-            while let Some((n, v)) = set.next_if(|(n, _)| *n < name) {
-                out.push(named(n, v));
-            }
-            match set.next_if(|(n, _)| *n == name) {
-                Some((n, v)) => out.push(named(n, v)),
-                None => out.push(named(name, default)),
+        let mut out = Vec::with_capacity(config_defaults().len());
+        for ((name, default), &key) in config_defaults().iter().zip(ConfigOption::all()) {
+            while set.next_if(|(n, _)| *n < name).is_some() {}
+            let value = match set.next_if(|(n, _)| *n == name) {
+                Some((_, v)) => Some(v),
+                None => default.as_ref(),
+            };
+            if let Some(v) = value {
+                out.push(ConfigEntry {
+                    key,
+                    value: to_value(v),
+                });
             }
         }
-        out.extend(set.map(|(n, v)| named(n, v)));
         Ok(out)
     }
 

@@ -516,20 +516,26 @@ impl CharmConfig {
     /// [`CharmConfig::from_pairs`], taking the values instead of copying them: `config-get`
     /// reports every option, and a hook reads the config once.
     pub fn from_owned_pairs(pairs: Vec<(String, Value)>) -> Result<CharmConfig, ConfigError> {
+        CharmConfig::from_indexed(pairs.into_iter().filter_map(|(name, value)| {
+            let i = OPTIONS
+                .binary_search_by(|o| o.name.cmp(name.as_str()))
+                .ok()?;
+            Some((i, value))
+        }))
+    }
+
+    /// [`CharmConfig::from_pairs`] with each option given by its index in [`OPTIONS`], which
+    /// is how the host names it (the WIT `config-option` cases are in the same order).
+    /// Indices past the table are ignored, as unknown names are.
+    pub fn from_indexed(
+        entries: impl IntoIterator<Item = (usize, Value)>,
+    ) -> Result<CharmConfig, ConfigError> {
         let mut raw: Vec<Option<Value>> = vec![None; OPTIONS.len()];
         let mut given = vec![false; OPTIONS.len()];
-        // `config-get` lists options in name order, as OPTIONS is: try the slot after the
-        // previous match before searching (string compares are slow in wasm).
-        let mut next = 0;
-        for (name, value) in pairs {
-            let found = match OPTIONS.get(next) {
-                Some(o) if o.name == name.as_str() => Some(next),
-                _ => OPTIONS.binary_search_by(|o| o.name.cmp(name.as_str())).ok(),
-            };
-            if let Some(i) = found {
-                raw[i] = Some(value);
+        for (i, value) in entries {
+            if let Some(slot) = raw.get_mut(i) {
+                *slot = Some(value);
                 given[i] = true;
-                next = i + 1;
             }
         }
         // Defaults only where no value was given: most string defaults are never built.
@@ -810,6 +816,46 @@ mod tests {
         let err = CharmConfig::from_pairs(&pairs(items)).unwrap_err();
         assert_eq!(err.errors.len(), 1, "{err}");
         err.errors[0].clone()
+    }
+
+    /// The host names options by the WIT enum's cases, and the guest takes a case's
+    /// discriminant as its index here: the cases must be this table's names, in this order.
+    #[test]
+    fn wit_config_option_cases_are_the_table_in_order() {
+        let wit = include_str!("../../../wit/charm.wit");
+        let body = wit
+            .split("enum config-option {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .expect("wit/charm.wit declares enum config-option");
+        let cases: Vec<String> = body
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| c.replace('-', "_"))
+            .collect();
+        let names: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
+        assert_eq!(cases, names);
+        use crate::bindings::charm::host::juju::ConfigOption;
+        assert_eq!(ConfigOption::ConnectionAuthenticationTimeout as usize, 0);
+        assert_eq!(
+            ConfigOption::VacuumVacuumMultixactFreezeTableAge as usize,
+            OPTIONS.len() - 1
+        );
+        assert_eq!(OPTIONS[ConfigOption::Profile as usize].name, "profile");
+    }
+
+    #[test]
+    fn from_indexed_is_from_pairs_by_position() {
+        let i = OPTIONS.iter().position(|o| o.name == "profile").unwrap();
+        let by_index =
+            CharmConfig::from_indexed([(i, s("testing")), (OPTIONS.len(), s("ignored"))]).unwrap();
+        let by_name = CharmConfig::from_pairs(&pairs(&[("profile", s("testing"))])).unwrap();
+        assert_eq!(
+            by_index.iter().collect::<Vec<_>>(),
+            by_name.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(by_index.get("profile"), Some(&s("testing")));
     }
 
     #[test]

@@ -52,7 +52,9 @@ pub use read_plan::ReadPlan;
 pub use runner::{MAX_PREFETCH, ToolCall, ToolFailure, ToolRunner, is_read};
 
 use crate::bindings::Error;
-use crate::bindings::juju::{Identity, Port, SecretOwner, Status, StatusKind};
+use crate::bindings::juju::{
+    ConfigEntry, ConfigOption, Identity, Port, SecretOwner, Status, StatusKind,
+};
 use crate::bindings::types::{Kv, LogLevel, NamedValue, Value};
 use crate::capability::{CapResult, Juju};
 
@@ -69,7 +71,7 @@ pub struct HookToolsJuju {
 #[derive(Default)]
 struct Cache {
     leader: Option<bool>,
-    config: Option<Vec<NamedValue>>,
+    config: Option<Vec<ConfigEntry>>,
     /// endpoint -> relation ids.
     relation_ids: HashMap<String, Vec<u32>>,
     /// relation id -> endpoint, for `-r endpoint:id` (lets Juju check the pairing).
@@ -631,7 +633,7 @@ impl Juju for HookToolsJuju {
         self.leader(&mut c).await
     }
 
-    async fn config(&self) -> CapResult<Vec<NamedValue>> {
+    async fn config(&self) -> CapResult<Vec<ConfigEntry>> {
         let mut c = self.state.lock().await;
         if let Some(cfg) = &c.config {
             return Ok(cfg.clone());
@@ -641,13 +643,15 @@ impl Juju for HookToolsJuju {
         let out = self.run("config-get", &[s("--format=json")], None).await?;
         let map: serde_json::Map<String, Json> = parse_json("config-get", &out)?;
         let types = config_types();
-        let cfg: Vec<NamedValue> = map
+        // serde_json's map is in key order, which is the cases' order. An option the charm
+        // does not declare (a config.yaml newer than this host) has no case and is left out,
+        // as the plugin's own table would ignore it.
+        let cfg: Vec<ConfigEntry> = map
             .iter()
             .filter_map(|(k, v)| {
-                to_value(types.get(k).map(String::as_str), v).map(|value| NamedValue {
-                    name: k.clone(),
-                    value,
-                })
+                let option = ConfigOption::from_name(k)?;
+                to_value(types.get(k).map(String::as_str), v)
+                    .map(|value| ConfigEntry { key: option, value })
             })
             .collect();
         c.config = Some(cfg.clone());

@@ -313,19 +313,17 @@ impl Ctx {
     /// `config-get` is a hook failure.
     pub fn config(&mut self) -> HookResult<Result<Rc<CharmConfig>, ConfigError>> {
         if self.config.is_none() {
-            let pairs: Vec<(String, Value)> = juju::config()?
-                .into_iter()
-                .map(|nv| {
-                    let v = match nv.value {
-                        WitValue::Boolean(b) => Value::Bool(b),
-                        WitValue::Integer(i) => Value::Int(i),
-                        WitValue::Float(f) => Value::Float(f),
-                        WitValue::Text(s) => Value::Str(s),
-                    };
-                    (nv.name, v)
-                })
-                .collect();
-            self.config = Some(CharmConfig::from_owned_pairs(pairs).map(Rc::new));
+            // A case's discriminant is its option's index in `OPTIONS` (same order, tested).
+            let entries = juju::config()?.into_iter().map(|e| {
+                let v = match e.value {
+                    WitValue::Boolean(b) => Value::Bool(b),
+                    WitValue::Integer(i) => Value::Int(i),
+                    WitValue::Float(f) => Value::Float(f),
+                    WitValue::Text(s) => Value::Str(s),
+                };
+                (e.key as usize, v)
+            });
+            self.config = Some(CharmConfig::from_indexed(entries).map(Rc::new));
         }
         Ok(self.config.clone().unwrap())
     }
