@@ -9,6 +9,7 @@
 //! Memory arithmetic is done in `f64` exactly where upstream mixes ints and floats
 //! (`int(available_memory * 0.4 / 10**6)`), so that truncation matches bit for bit.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -37,10 +38,12 @@ pub const PARAMETER_PREFIXES: [&str; 12] = [
 /// re-inserting an existing name replaces the value but keeps its position.
 #[derive(Debug, Clone, Default)]
 pub struct Parameters {
-    entries: Vec<(String, Value)>,
+    /// Names are mostly slices of the static option names: borrowed, not allocated twice
+    /// (entry and index) for each of ~100 parameters on every build.
+    entries: Vec<(Cow<'static, str>, Value)>,
     /// Name → position in `entries`. A linear search made building the ~100 parameters
     /// quadratic in string compares, a visible share of every `update_config`.
-    index: HashMap<String, usize, BuildHasherDefault<Fnv64>>,
+    index: HashMap<Cow<'static, str>, usize, BuildHasherDefault<Fnv64>>,
     /// These parameters as `patroni.yml` lines, made at most once ([`Parameters::rendered`]):
     /// pebble-ready renders `patroni.yml` twice with the same (shared) parameters, and their
     /// ~100 lines were most of each render. Cleared by every change.
@@ -92,7 +95,7 @@ impl Parameters {
     }
 
     /// Insert or replace (keeping the original position, like `dict.__setitem__`).
-    pub fn insert(&mut self, name: impl Into<String>, value: Value) {
+    pub fn insert(&mut self, name: impl Into<Cow<'static, str>>, value: Value) {
         let name = name.into();
         self.rendered.take();
         match self.index.get(&name) {
@@ -122,7 +125,7 @@ impl Parameters {
 
     /// Entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.entries.iter().map(|(n, v)| (n.as_str(), v))
+        self.entries.iter().map(|(n, v)| (n.as_ref(), v))
     }
 
     /// `render(self)`, computed on the first call and kept until the parameters change. One
@@ -133,8 +136,8 @@ impl Parameters {
 
     /// `dict.update`: insert every entry of `other` in its order.
     pub fn update(&mut self, other: &Parameters) {
-        for (name, value) in other.iter() {
-            self.insert(name, value.clone());
+        for (name, value) in &other.entries {
+            self.insert(name.clone(), value.clone());
         }
     }
 }
@@ -180,7 +183,7 @@ impl std::error::Error for ParamsError {}
 /// [`PARAMETER_PREFIXES`] drop everything up to the first `_`; `date_style`/`time_zone`
 /// become `DateStyle`/`TimeZone`; `pg_stat_statements_x` becomes `pg_stat_statements.x`;
 /// `maximum_lag_on_failover` is a Patroni setting and is skipped.
-pub fn parameter_name(option: &str) -> Option<String> {
+pub fn parameter_name(option: &'static str) -> Option<Cow<'static, str>> {
     // Upstream tests `option.startswith(prefixes)`. On this charm's options that is the same
     // as comparing the part before the first `_` (a test checks every option), and a length
     // check rejects most prefixes without a string compare: this runs for every option.
@@ -189,15 +192,18 @@ pub fn parameter_name(option: &str) -> Option<String> {
         return None;
     }
     match rest {
-        "date_style" => Some("DateStyle".to_owned()),
-        "time_zone" => Some("TimeZone".to_owned()),
+        "date_style" => Some("DateStyle".into()),
+        "time_zone" => Some("TimeZone".into()),
         "maximum_lag_on_failover" => None,
         _ => match rest.strip_prefix("pg_stat_statements") {
-            Some(tail) => Some(format!(
-                "pg_stat_statements.{}",
-                tail.strip_prefix('_').unwrap_or(tail)
-            )),
-            None => Some(rest.to_owned()),
+            Some(tail) => Some(
+                format!(
+                    "pg_stat_statements.{}",
+                    tail.strip_prefix('_').unwrap_or(tail)
+                )
+                .into(),
+            ),
+            None => Some(rest.into()),
         },
     }
 }
