@@ -643,9 +643,9 @@ impl Juju for HookToolsJuju {
         let out = self.run("config-get", &[s("--format=json")], None).await?;
         let map: serde_json::Map<String, Json> = parse_json("config-get", &out)?;
         let types = config_types();
-        // serde_json's map is in key order, which is the cases' order. An option the charm
-        // does not declare (a config.yaml newer than this host) has no case and is left out,
-        // as the plugin's own table would ignore it.
+        // An option the charm does not declare (a config.yaml newer than this host) has no
+        // case and is left out, as the plugin's own table would ignore it. Order does not
+        // matter: the plugin places each value by its case.
         let cfg: Vec<ConfigEntry> = map
             .iter()
             .filter_map(|(k, v)| {
