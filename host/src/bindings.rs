@@ -73,7 +73,7 @@ impl Event {
 impl juju::ConfigOption {
     /// The option's name in `config.yaml` (`_` where the case has `-`).
     pub fn name(self) -> &'static str {
-        &config_options().names[self as usize]
+        config_options().names[self as usize]
     }
 
     /// Every case, in order: the options of `config.yaml` in name order.
@@ -84,17 +84,14 @@ impl juju::ConfigOption {
     /// The case of a `config.yaml` option name; `None` for a name the charm does not declare.
     pub fn from_name(name: &str) -> Option<juju::ConfigOption> {
         let t = config_options();
-        t.names
-            .binary_search_by(|n| n.as_str().cmp(name))
-            .ok()
-            .map(|i| t.cases[i])
+        t.names.binary_search(&name).ok().map(|i| t.cases[i])
     }
 }
 
 /// The options of `charm/config.yaml` in name order, which is the order of the WIT enum's
 /// cases, so a case's discriminant indexes `names`.
 struct ConfigOptions {
-    names: Vec<String>,
+    names: Vec<&'static str>,
     cases: Vec<juju::ConfigOption>,
 }
 
@@ -103,9 +100,9 @@ fn config_options() -> &'static ConfigOptions {
     use serde::de::IntoDeserializer;
     static TABLE: std::sync::OnceLock<ConfigOptions> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        let names: Vec<String> = crate::backends::juju::config_types()
+        let names: Vec<&'static str> = crate::backends::juju::config_types()
             .keys()
-            .cloned()
+            .map(String::as_str)
             .collect();
         let cases = names
             .iter()

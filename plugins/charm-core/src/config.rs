@@ -276,12 +276,14 @@ pub static OPTIONS: &[OptionSpec] = &[
     opt("vacuum_vacuum_multixact_freeze_table_age", OptionType::Int, Default::Int(150000000), Rule::IntRange(0, 2000000000)),
 ];
 
+/// An option's index in [`OPTIONS`], by name.
+pub fn option_index(name: &str) -> Option<usize> {
+    OPTIONS.binary_search_by(|o| o.name.cmp(name)).ok()
+}
+
 /// Look up an option's table row by name.
 pub fn option_spec(name: &str) -> Option<&'static OptionSpec> {
-    OPTIONS
-        .binary_search_by(|o| o.name.cmp(name))
-        .ok()
-        .map(|i| &OPTIONS[i])
+    option_index(name).map(|i| &OPTIONS[i])
 }
 
 /// A typed scalar: a config value, and also a PostgreSQL parameter value (module `params`).
@@ -510,18 +512,11 @@ impl CharmConfig {
     /// Names that are not options are ignored, as the pydantic model ignores extra fields.
     /// A later pair for the same name wins.
     pub fn from_pairs(pairs: &[(String, Value)]) -> Result<CharmConfig, ConfigError> {
-        CharmConfig::from_owned_pairs(pairs.to_vec())
-    }
-
-    /// [`CharmConfig::from_pairs`], taking the values instead of copying them: `config-get`
-    /// reports every option, and a hook reads the config once.
-    pub fn from_owned_pairs(pairs: Vec<(String, Value)>) -> Result<CharmConfig, ConfigError> {
-        CharmConfig::from_indexed(pairs.into_iter().filter_map(|(name, value)| {
-            let i = OPTIONS
-                .binary_search_by(|o| o.name.cmp(name.as_str()))
-                .ok()?;
-            Some((i, value))
-        }))
+        CharmConfig::from_indexed(
+            pairs
+                .iter()
+                .filter_map(|(name, value)| Some((option_index(name)?, value.clone()))),
+        )
     }
 
     /// [`CharmConfig::from_pairs`] with each option given by its index in [`OPTIONS`], which
@@ -571,7 +566,7 @@ impl CharmConfig {
 
     /// The value of `name`, `None` when unset or not an option.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        let i = OPTIONS.binary_search_by(|o| o.name.cmp(name)).ok()?;
+        let i = option_index(name)?;
         self.values[i].as_ref()
     }
 
