@@ -2,6 +2,8 @@
 //!
 //! - `build [--release]`: the host at `target/{debug,release}/charm-host`, every hook and action
 //!   plugin at `target/plugins/<name>.wasm`, the test plugins at `target/test-plugins/`.
+//!   `build --release --pgo` also builds `target/pgo/charm-host`, the host optimised with a
+//!   profile of its own fuzz runs (module [`pgo`]).
 //! - `demo`: build, then simulate a 3-unit deployment in the embedded simulated world.
 //! - `test`: install what the tests need, build, and run every test.
 //! - `setup`: only the installs (idempotent): the wasm target, real Pebble, and the packages
@@ -16,21 +18,31 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod pgo;
+
 const PEBBLE_MODULE: &str = "github.com/canonical/pebble";
 const PEBBLE_VERSION: &str = "v1.32.1";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let release = args.iter().any(|a| a == "--release");
+    let pgo = args.iter().any(|a| a == "--pgo");
     match args.first().map(String::as_str) {
-        Some("build") => build(release),
+        Some("build") if pgo && !release => bail!("--pgo builds a release host: add --release"),
+        Some("build") => {
+            build(release)?;
+            if pgo {
+                pgo::build_host(&root())?;
+            }
+            Ok(())
+        }
         Some("demo") => demo(),
         Some("test") => test(&args[1..]),
         Some("setup") => setup(),
         Some("pack") => pack().map(|_| ()),
         _ => {
             eprintln!(
-                "usage: cargo xtask build [--release] | demo | test [-- <cargo test args>] | setup | pack"
+                "usage: cargo xtask build [--release [--pgo]] | demo | test [-- <cargo test args>] | setup | pack"
             );
             std::process::exit(2)
         }
@@ -375,10 +387,7 @@ fn pack_built(root: &Path) -> Result<PathBuf> {
         ])
         .args(["--target", &triple])
         .env(
-            format!(
-                "CARGO_TARGET_{}_RUSTFLAGS",
-                triple.to_uppercase().replace(['-', '.'], "_")
-            ),
+            target_rustflags_var(&triple),
             // Static and not position-independent: the process starts with no loader and no
             // relocations to apply (a PIE host applied about 60,000 at every hook, each
             // relocated page a private copy); --version went from 2.4 to 1.0 ms of CPU, a
@@ -451,6 +460,15 @@ fn pack_built(root: &Path) -> Result<PathBuf> {
         std::fs::metadata(&charm)?.len() as f64 / (1024.0 * 1024.0)
     );
     Ok(charm)
+}
+
+/// The variable that gives rustc flags to the artifacts of `--target <triple>` alone (not to
+/// build scripts or proc macros, which run on the build machine).
+fn target_rustflags_var(triple: &str) -> String {
+    format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        triple.to_uppercase().replace(['-', '.'], "_")
+    )
 }
 
 fn host_triple() -> Result<String> {
@@ -537,4 +555,21 @@ fn write_zip(dir: &Path, dest: &Path) -> Result<()> {
     zip.finish()?.flush()?;
     std::fs::rename(&tmp, dest)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_rustflags_var_is_cargos_name_for_the_triple() {
+        assert_eq!(
+            target_rustflags_var("x86_64-unknown-linux-gnu"),
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS"
+        );
+        assert_eq!(
+            target_rustflags_var("thumbv8m.main-none-eabi"),
+            "CARGO_TARGET_THUMBV8M_MAIN_NONE_EABI_RUSTFLAGS"
+        );
+    }
 }

@@ -1,0 +1,128 @@
+//! `cargo xtask build --release --pgo`: the host optimised with a profile of its own fuzz runs.
+//!
+//! Profile-guided optimisation, in three steps:
+//! 1. an instrumented release host (`-Cprofile-generate`) at `target/pgo/gen/`;
+//! 2. training: it fuzzes the two seed hooks and simulates a deployment, writing its counters to
+//!    `target/pgo/profiles/`, which `llvm-profdata` (rustup's `llvm-tools`, the LLVM of this
+//!    rustc) merges into `target/pgo/charm-host.profdata`;
+//! 3. the release host built again with `-Cprofile-use`, copied to `target/pgo/charm-host`.
+//!
+//! Why: a pebble-ready fuzz execution spends two thirds of its time in host code that branches
+//! on data (wasmtime lifting and lowering component values, the simulated world, mimalloc), and
+//! the profile tells LLVM which side of each branch is hot and what to inline. Measured in
+//! session 12 against the plain release host: pebble-ready's fuzz loop ×1.18–1.21,
+//! leader-elected's ×1.09–1.30 (docs/BENCHMARKS.md, "Session 12").
+//!
+//! The flags go through `CARGO_TARGET_<triple>_RUSTFLAGS` with `--target`, so they reach the
+//! target artifacts (every crate of the host, dependencies included) and not build scripts or
+//! proc macros, and the two builds keep to their own target directories: `target/release`
+//! and the packed host are not disturbed. It costs two fat-LTO builds (about 14 and 8 minutes
+//! here) and a minute of training. The packed charm's host is built without a profile.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, host_triple, output, run, target_rustflags_var};
+
+/// What the instrumented host runs to record its profile: the fuzz loops the benchmarks
+/// measure (both seed hooks) and a whole simulated deployment (the other hooks, the dispatcher,
+/// the deferral queue).
+const TRAINING: &[&[&str]] = &[
+    &[
+        "fuzz",
+        "--plugin",
+        "postgresql-pebble-ready",
+        "--iterations",
+        "3000",
+    ],
+    &["fuzz", "--plugin", "leader-elected", "--iterations", "6000"],
+    &["simulate", "--units", "3", "--quiet"],
+];
+
+/// Build `target/pgo/charm-host` (the plugins must already be in `target/plugins`).
+pub fn build_host(root: &Path) -> Result<PathBuf> {
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+        if std::env::var_os(var).is_some() {
+            bail!("{var} is set: it would override the profile flags of `--pgo`; unset it");
+        }
+    }
+    let profdata_tool = llvm_profdata()?;
+    let triple = host_triple()?;
+    let dir = root.join("target/pgo");
+    let profiles = dir.join("profiles");
+    if profiles.exists() {
+        // Counters of an earlier build would not match this one's code.
+        std::fs::remove_dir_all(&profiles)?;
+    }
+    std::fs::create_dir_all(&profiles)?;
+
+    let host_build = |target_dir: &str, flag: String| -> Result<PathBuf> {
+        run(cargo()
+            .current_dir(root)
+            .args([
+                "build",
+                "--release",
+                "--package",
+                "charm-host",
+                "--bin",
+                "charm-host",
+            ])
+            .args(["--target", &triple])
+            .arg("--target-dir")
+            .arg(dir.join(target_dir))
+            .env(target_rustflags_var(&triple), flag))?;
+        Ok(dir.join(format!("{target_dir}/{triple}/release/charm-host")))
+    };
+
+    let instrumented = host_build("gen", format!("-Cprofile-generate={}", profiles.display()))?;
+    for args in TRAINING {
+        run(Command::new(&instrumented)
+            .current_dir(root)
+            .args(*args)
+            .arg("--plugins")
+            .arg(root.join("target/plugins"))
+            .env("CHARM_HOST_LOG", "warn")
+            // One file per process and module: no two writers share a file.
+            .env(
+                "LLVM_PROFILE_FILE",
+                profiles.join("charm-host-%p-%m.profraw"),
+            ))?;
+    }
+    let profile = dir.join("charm-host.profdata");
+    run(Command::new(&profdata_tool)
+        .arg("merge")
+        .arg("-o")
+        .arg(&profile)
+        .arg(&profiles))?;
+
+    let optimised = host_build("use", format!("-Cprofile-use={}", profile.display()))?;
+    let dest = dir.join("charm-host");
+    std::fs::copy(&optimised, &dest)
+        .with_context(|| format!("copying {} to {}", optimised.display(), dest.display()))?;
+    eprintln!("xtask: {} (profile-guided)", dest.display());
+    Ok(dest)
+}
+
+/// `llvm-profdata` of the active toolchain: the profile format follows rustc's LLVM, so a
+/// system `llvm-profdata` of another LLVM version cannot be used. Installs rustup's
+/// `llvm-tools` component when it is missing.
+fn llvm_profdata() -> Result<PathBuf> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = output(Command::new(&rustc).args(["--print", "sysroot"]))?;
+    let tool = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(host_triple()?)
+        .join("bin/llvm-profdata");
+    if !tool.exists() {
+        run(Command::new("rustup").args(["component", "add", "llvm-tools"]))?;
+    }
+    if !tool.exists() {
+        bail!(
+            "{} is missing after `rustup component add llvm-tools`",
+            tool.display()
+        );
+    }
+    Ok(tool)
+}
