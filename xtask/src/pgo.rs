@@ -5,7 +5,8 @@
 //! 2. training: it fuzzes the two seed hooks and simulates a deployment, writing its counters to
 //!    `target/pgo/profiles/`, which `llvm-profdata` (rustup's `llvm-tools`, the LLVM of this
 //!    rustc) merges into `target/pgo/charm-host.profdata`;
-//! 3. the release host built again with `-Cprofile-use`, copied to `target/pgo/charm-host`.
+//! 3. the release host built again with `-Cprofile-use`, copied to `target/pgo/charm-host`
+//!    with the static hook-tool client beside it (as in `target/release`, for `bench`).
 //!
 //! Why: a pebble-ready fuzz execution spends two thirds of its time in host code that branches
 //! on data (wasmtime lifting and lowering component values, the simulated world, mimalloc), and
@@ -41,7 +42,8 @@ const TRAINING: &[&[&str]] = &[
     &["simulate", "--units", "3", "--quiet"],
 ];
 
-/// Build `target/pgo/charm-host` (the plugins must already be in `target/plugins`).
+/// Build `target/pgo/charm-host` (after `build --release`: the plugins must be in
+/// `target/plugins` and the hook-tool client in `target/release`).
 pub fn build_host(root: &Path) -> Result<PathBuf> {
     for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
         if std::env::var_os(var).is_some() {
@@ -99,8 +101,18 @@ pub fn build_host(root: &Path) -> Result<PathBuf> {
 
     let optimised = host_build("use", format!("-Cprofile-use={}", profile.display()))?;
     let dest = dir.join("charm-host");
-    std::fs::copy(&optimised, &dest)
-        .with_context(|| format!("copying {} to {}", optimised.display(), dest.display()))?;
+    // `bench` runs the Juju stand-in's hook-tool client from beside its own binary: the static
+    // one `build --release` made.
+    for (from, to) in [
+        (optimised, dest.clone()),
+        (
+            root.join("target/release/hook-tools"),
+            dir.join("hook-tools"),
+        ),
+    ] {
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
     eprintln!("xtask: {} (profile-guided)", dest.display());
     Ok(dest)
 }
