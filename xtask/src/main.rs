@@ -29,6 +29,7 @@ fn main() -> Result<()> {
     let pgo = args.iter().any(|a| a == "--pgo");
     match args.first().map(String::as_str) {
         Some("build") if pgo && !release => bail!("--pgo builds a release host: add --release"),
+        Some(other) if pgo && other != "build" => bail!("--pgo is an option of `build` only"),
         Some("build") => {
             build(release)?;
             if pgo {
@@ -375,27 +376,17 @@ fn pack() -> Result<PathBuf> {
 /// [`pack`] with the plugins already built into `target/plugins`.
 fn pack_built(root: &Path) -> Result<PathBuf> {
     let triple = host_triple()?;
-    run(cargo()
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "charm-host",
-            "--bin",
-            "charm-host",
-        ])
-        .args(["--target", &triple])
-        .env(
-            target_rustflags_var(&triple),
-            // Static and not position-independent: the process starts with no loader and no
-            // relocations to apply (a PIE host applied about 60,000 at every hook, each
-            // relocated page a private copy); --version went from 2.4 to 1.0 ms of CPU, a
-            // whole dispatch 2-3 ms faster. The price is a fixed load address for the host's
-            // own image (heap, stack, mappings and the plugins' code stay randomised).
-            "-C target-feature=+crt-static -C relocation-model=static",
-        ))?;
-    let host = root.join(format!("target/{triple}/release/charm-host"));
+    let host = release_host_for_target(
+        root,
+        &triple,
+        &root.join("target"),
+        // Static and not position-independent: the process starts with no loader and no
+        // relocations to apply (a PIE host applied about 60,000 at every hook, each
+        // relocated page a private copy); --version went from 2.4 to 1.0 ms of CPU, a
+        // whole dispatch 2-3 ms faster. The price is a fixed load address for the host's
+        // own image (heap, stack, mappings and the plugins' code stay randomised).
+        "-C target-feature=+crt-static -C relocation-model=static",
+    )?;
     let elf = std::fs::read(&host).with_context(|| format!("reading {}", host.display()))?;
     if let Some(interp) = elf_interpreter(&elf)? {
         bail!(
@@ -460,6 +451,33 @@ fn pack_built(root: &Path) -> Result<PathBuf> {
         std::fs::metadata(&charm)?.len() as f64 / (1024.0 * 1024.0)
     );
     Ok(charm)
+}
+
+/// `cargo build --release` of the host binary with `--target <triple>` into `target_dir`,
+/// `flags` given to the target artifacts alone (every crate of the host, not build scripts or
+/// proc macros): the packed host and the profile-guided ones. Returns the binary's path.
+fn release_host_for_target(
+    root: &Path,
+    triple: &str,
+    target_dir: &Path,
+    flags: &str,
+) -> Result<PathBuf> {
+    run(cargo()
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "charm-host",
+            "--bin",
+            "charm-host",
+            "--target",
+            triple,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env(target_rustflags_var(triple), flags))?;
+    Ok(target_dir.join(triple).join("release/charm-host"))
 }
 
 /// The variable that gives rustc flags to the artifacts of `--target <triple>` alone (not to

@@ -14,9 +14,9 @@
 //! session 12 against the plain release host: pebble-ready's fuzz loop ×1.18–1.21,
 //! leader-elected's ×1.09–1.30 (docs/BENCHMARKS.md, "Session 12").
 //!
-//! The flags go through `CARGO_TARGET_<triple>_RUSTFLAGS` with `--target`, so they reach the
-//! target artifacts (every crate of the host, dependencies included) and not build scripts or
-//! proc macros, and the two builds keep to their own target directories: `target/release`
+//! The flags go through `CARGO_TARGET_<triple>_RUSTFLAGS` with `--target` (as `pack`'s do), so
+//! they reach the target artifacts (every crate of the host, dependencies included) and not
+//! build scripts or proc macros, and the two builds keep to their own target directories: `target/release`
 //! and the packed host are not disturbed. It costs two fat-LTO builds (about 14 and 8 minutes
 //! here) and a minute of training. A rerun retrains, and rustc records the profile among each
 //! crate's inputs, so the optimised host is rebuilt in full (about 9 minutes) while the
@@ -28,7 +28,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, host_triple, output, run, target_rustflags_var};
+use crate::{host_triple, output, release_host_for_target, run};
 
 /// What the instrumented host runs to record its profile: the fuzz loops the benchmarks
 /// measure (both seed hooks) and a whole simulated deployment (the other hooks, the dispatcher,
@@ -63,25 +63,12 @@ pub fn build_host(root: &Path) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&profiles)?;
 
-    let host_build = |target_dir: &str, flag: String| -> Result<PathBuf> {
-        run(cargo()
-            .current_dir(root)
-            .args([
-                "build",
-                "--release",
-                "--package",
-                "charm-host",
-                "--bin",
-                "charm-host",
-            ])
-            .args(["--target", &triple])
-            .arg("--target-dir")
-            .arg(dir.join(target_dir))
-            .env(target_rustflags_var(&triple), flag))?;
-        Ok(dir.join(format!("{target_dir}/{triple}/release/charm-host")))
-    };
-
-    let instrumented = host_build("gen", format!("-Cprofile-generate={}", profiles.display()))?;
+    let instrumented = release_host_for_target(
+        root,
+        &triple,
+        &dir.join("gen"),
+        &format!("-Cprofile-generate={}", profiles.display()),
+    )?;
     for args in TRAINING {
         run(Command::new(&instrumented)
             .current_dir(root)
@@ -102,7 +89,12 @@ pub fn build_host(root: &Path) -> Result<PathBuf> {
         .arg(&profile)
         .arg(&profiles))?;
 
-    let optimised = host_build("use", format!("-Cprofile-use={}", profile.display()))?;
+    let optimised = release_host_for_target(
+        root,
+        &triple,
+        &dir.join("use"),
+        &format!("-Cprofile-use={}", profile.display()),
+    )?;
     let dest = dir.join("charm-host");
     // `bench` runs the Juju stand-in's hook-tool client from beside its own binary: the static
     // one `build --release` made.
