@@ -181,7 +181,7 @@ enum Command {
         #[arg(long)]
         model: bool,
     },
-    /// Measure the figures of docs/BENCHMARKS.md (use a release build).
+    /// Measure the figures of docs/BENCHMARKS.md (use a release or PGO build).
     Bench {
         #[command(flatten)]
         common: Common,
