@@ -178,11 +178,7 @@ fn build_plugins(root: &Path) -> Result<()> {
         } else {
             &plugins
         };
-        let dest = dest_dir.join(format!("{name}.wasm"));
-        // Copy via a temp file and rename: a dispatch reading the file never sees half of it.
-        let tmp = dest.with_extension("wasm.tmp");
-        std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
-        std::fs::rename(&tmp, &dest)?;
+        copy_replacing(&src, &dest_dir.join(format!("{name}.wasm")))?;
         n += 1;
     }
     eprintln!(
@@ -478,6 +474,19 @@ fn release_host_for_target(
         .arg(target_dir)
         .env(target_rustflags_var(triple), flags))?;
     Ok(target_dir.join(triple).join("release/charm-host"))
+}
+
+/// Copy `from` over `to` through a temp file and a rename: a dispatch reading a plugin never
+/// sees half of it, and a binary that is running keeps its old inode (writing into it in place
+/// would fail with "text file busy").
+fn copy_replacing(from: &Path, to: &Path) -> Result<()> {
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::copy(from, &tmp)
+        .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), to.display()))
 }
 
 /// The variable that gives rustc flags to the artifacts of `--target <triple>` alone (not to

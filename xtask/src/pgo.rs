@@ -16,8 +16,8 @@
 //!
 //! The flags go through `CARGO_TARGET_<triple>_RUSTFLAGS` with `--target` (as `pack`'s do), so
 //! they reach the target artifacts (every crate of the host, dependencies included) and not
-//! build scripts or proc macros, and the two builds keep to their own target directories: `target/release`
-//! and the packed host are not disturbed. It costs two fat-LTO builds (about 14 and 8 minutes
+//! build scripts or proc macros, and the two builds keep to their own target directories:
+//! `target/release` and the packed host are not disturbed. It costs two fat-LTO builds (about 14 and 8 minutes
 //! here) and a minute of training. A rerun retrains, and rustc records the profile among each
 //! crate's inputs, so the optimised host is rebuilt in full (about 9 minutes) while the
 //! instrumented one is reused until the code changes. The packed charm's host is built
@@ -26,9 +26,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
-use crate::{host_triple, output, release_host_for_target, run};
+use crate::{copy_replacing, host_triple, output, release_host_for_target, run};
 
 /// What the instrumented host runs to record its profile: the fuzz loops the benchmarks
 /// measure (both seed hooks) and a whole simulated deployment (the other hooks, the dispatcher,
@@ -53,8 +53,8 @@ pub fn build_host(root: &Path) -> Result<PathBuf> {
             bail!("{var} is set: it would override the profile flags of `--pgo`; unset it");
         }
     }
-    let profdata_tool = llvm_profdata()?;
     let triple = host_triple()?;
+    let profdata_tool = llvm_profdata(&triple)?;
     let dir = root.join("target/pgo");
     let profiles = dir.join("profiles");
     if profiles.exists() {
@@ -105,8 +105,7 @@ pub fn build_host(root: &Path) -> Result<PathBuf> {
             dir.join("hook-tools"),
         ),
     ] {
-        std::fs::copy(&from, &to)
-            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        copy_replacing(&from, &to)?;
     }
     eprintln!("xtask: {} (profile-guided)", dest.display());
     Ok(dest)
@@ -115,12 +114,12 @@ pub fn build_host(root: &Path) -> Result<PathBuf> {
 /// `llvm-profdata` of the active toolchain: the profile format follows rustc's LLVM, so a
 /// system `llvm-profdata` of another LLVM version cannot be used. Installs rustup's
 /// `llvm-tools` component when it is missing.
-fn llvm_profdata() -> Result<PathBuf> {
+fn llvm_profdata(triple: &str) -> Result<PathBuf> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let sysroot = output(Command::new(&rustc).args(["--print", "sysroot"]))?;
     let tool = Path::new(sysroot.trim())
         .join("lib/rustlib")
-        .join(host_triple()?)
+        .join(triple)
         .join("bin/llvm-profdata");
     if !tool.exists() {
         run(Command::new("rustup").args(["component", "add", "llvm-tools"]))?;
